@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make repro` (the pipeline) and `make test` (the suite).
+# Both bootstrap .venv first. The ROM comes from $ZORK_ROM, a sibling ../shared/roms/zork1.z5,
+# or is downloaded by the `rom` stage.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ZORK_ROM ?= $(abspath $(firstword $(wildcard ../shared/roms/zork1.z5)))
+export ZORK_ROM
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: repro test test-slow lint format bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+repro: $(STAMP)
+	$(BIN)/dvc repro
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

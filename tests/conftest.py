@@ -1,0 +1,69 @@
+"""Shared fixtures: the ROM (from $ZORK_ROM or ../shared/roms) and a throwaway project dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def find_rom() -> Path | None:
+    candidates = [
+        os.environ.get("ZORK_ROM", ""),
+        ROOT.parent / "shared/roms/zork1.z5",
+        ROOT / "data/roms/zork1.z5",
+    ]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return Path(candidate).resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def rom_path() -> Path:
+    rom = find_rom()
+    if rom is None:
+        message = "zork1.z5 not found: set ZORK_ROM to a local copy"
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI always has the ROM; a missing one is a broken setup
+        pytest.skip(message)
+    return rom
+
+
+class Project(type(Path())):
+    """A temp project root; write_params() sets its params.yaml."""
+
+    def write_params(self, params: dict) -> Path:
+        path = self / "params.yaml"
+        path.write_text(yaml.safe_dump(params))
+        return path
+
+
+@pytest.fixture
+def project(tmp_path, rom_path, monkeypatch) -> Project:
+    """A temp project root (the cwd) holding a verified ROM at data/roms/zork1.z5."""
+    (tmp_path / "data/roms").mkdir(parents=True)
+    shutil.copyfile(rom_path, tmp_path / "data/roms/zork1.z5")
+    monkeypatch.chdir(tmp_path)
+    return Project(tmp_path)
+
+
+SKIP_IN_COPY = {".venv", ".git", "data", "models", "reports", ".pytest_cache", ".ruff_cache"}
+
+
+def copy_project(dest: Path) -> Path:
+    """The project's code and pipeline files in a fresh git repo at `dest` (no artifacts)."""
+    import subprocess
+
+    def ignore(directory, names):
+        skip = set(SKIP_IN_COPY) if Path(directory) == ROOT else set()
+        return {n for n in names if n in skip or n in {"cache", "tmp", "__pycache__"}}
+
+    shutil.copytree(ROOT, dest, ignore=ignore, dirs_exist_ok=True)
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    return dest

@@ -1,0 +1,79 @@
+import io
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+from stages import collect as collect_stage
+from zorkppo.collect import episode_specs
+from zorkppo.records import TRAJECTORIES, read_table
+
+TINY = {
+    "seed": 3,
+    "collect": {
+        "episodes": {"walkthrough": 1, "random": 1, "explorer": 1},
+        "max_steps": 6,
+        "workers": 2,
+    },
+}
+
+
+def test_episode_specs_are_seeded_and_ordered():
+    specs = episode_specs({"random": 2, "walkthrough": 1}, max_steps=5, seed=1)
+    assert [s.episode_id for s in specs] == ["walkthrough-0000", "random-0000", "random-0001"]
+    assert specs == episode_specs({"random": 2, "walkthrough": 1}, max_steps=5, seed=1)
+    assert specs[1].agent_seed != episode_specs({"random": 2}, 5, seed=2)[0].agent_seed
+
+
+def test_collect_stage_smoke(project):
+    project.write_params(TINY)
+    collect_stage.main([])
+    table = read_table("data/trajectories.parquet", TRAJECTORIES)
+    df = table.to_pandas()
+    assert list(df.groupby("source").size().sort_index().items()) == [
+        ("explorer", 6),
+        ("random", 6),
+        ("walkthrough", 6),
+    ]
+    walk = df[df.source == "walkthrough"]
+    assert list(walk.action) == ["N", "N", "U", "Get egg", "D", "S"]
+    assert walk.iloc[0].observation.startswith("Copyright")
+    assert all(len(v) > 0 for v in df.valid_actions)
+    random_rows = df[df.source == "random"]
+    assert all(a in v for a, v in zip(random_rows.action, random_rows.valid_actions, strict=True))
+    report = json.loads((project / "reports/collect.json").read_text())
+    assert report["total_rows"] == 18
+
+    first = (project / "data/trajectories.parquet").read_bytes()
+    collect_stage.main([])
+    assert (project / "data/trajectories.parquet").read_bytes() == first  # deterministic
+
+
+def test_collect_stage_with_missing_rom_fails_cleanly(project):
+    project.write_params(TINY)
+    (project / "data/roms/zork1.z5").unlink()
+    result = subprocess.run(
+        [sys.executable, "-m", "stages.collect"],
+        capture_output=True,
+        text=True,
+        cwd=project,
+        env={"PYTHONPATH": str(ROOT), "PATH": os.environ["PATH"]},
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: ROM not found at data/roms/zork1.z5")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (project / "data/trajectories.parquet").exists()
+
+
+def test_human_source_records_keyboard_play(rom_path, monkeypatch):
+    from zorkppo.collect import EpisodeSpec, play_episode
+    from zorkppo.game import ZorkGame
+
+    # An arrow key's escape sequence must be cleaned, never sent to the engine.
+    monkeypatch.setattr(sys, "stdin", io.StringIO("open mailbox\n\x1b[Atake leaflet\nquit\n"))
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    rows = play_episode(ZorkGame(rom_path), EpisodeSpec("human-0000", "human", 0, 10))
+    assert [r["action"] for r in rows] == ["open mailbox", "[Atake leaflet"]
+    assert [r["source"] for r in rows] == ["human", "human"]

@@ -1,0 +1,92 @@
+import pytest
+
+from zorkppo.errors import UserError
+from zorkppo.game import MAX_COMMAND_CHARS, CommandError, ZorkGame, check_command, clean_command
+
+
+@pytest.fixture(scope="module")
+def game(rom_path):
+    return ZorkGame(rom_path)
+
+
+def test_walkthrough_wins_350_of_350(game):
+    state = game.reset()
+    for command in game.walkthrough():
+        state = game.step(command)
+    assert (state.score, state.done, state.won, state.died) == (350, True, True, False)
+    assert game.max_score == 350
+
+
+def test_reset_gives_typed_start_state(game):
+    state = game.reset()
+    assert state.location == "West House"
+    assert state.description.startswith("West of House")
+    assert "mailbox" in state.observation
+    assert state.inventory == "You are empty-handed."
+    assert (state.score, state.moves, state.done) == (0, 0, False)
+    assert len(state.world_hash) == 32
+
+
+def test_death_is_detected(game):
+    game.reset()
+    for command in ["south", "east", "east", "east"]:
+        state = game.step(command)
+    assert state.description.startswith("Canyon View")
+    state = game.step("jump")
+    assert state.done and state.died and not state.won
+    assert state.reward == -10
+    with pytest.raises(RuntimeError, match="game is over"):
+        game.step("look")
+
+
+def test_save_restore_is_exact(game):
+    game.reset()
+    game.step("open mailbox")
+    saved = game.save()
+    before = game.step("take leaflet")
+    game.step("north")
+    game.restore(saved)
+    assert game.step("take leaflet") == before
+
+
+def test_peek_leaves_the_game_unchanged(game):
+    state = game.reset()
+    assert "empty-handed" in game.peek("inventory")
+    assert game.step("open mailbox").moves == state.moves + 1
+
+
+def test_valid_actions_at_start_and_cache(game):
+    game.reset()
+    ZorkGame.cache_hits = ZorkGame.cache_misses = 0
+    first = game.valid_actions()
+    assert {"north", "south", "west", "open small"} <= set(first)
+    assert first == sorted(first)
+    game.step("north")
+    game.step("south")  # back at the start: same world state, served from the cache
+    game.reset()
+    assert game.valid_actions() == first
+    assert ZorkGame.cache_hits >= 1
+
+
+@pytest.mark.parametrize("bad", ["look \x00", "\x10look", "look \x0e", "take lamp\x1b"])
+def test_control_characters_never_reach_the_engine(game, bad):
+    game.reset()
+    with pytest.raises(CommandError, match="control"):
+        game.step(bad)
+    assert clean_command(bad) in {"look", "take lamp"}
+    assert isinstance(CommandError("x"), UserError)
+
+
+def test_overlong_command_is_refused_and_cleaned(game):
+    game.reset()
+    long_command = "open mailbox " + "and " * 60
+    with pytest.raises(CommandError, match="longer than"):
+        game.step(long_command)
+    assert len(clean_command(long_command)) <= MAX_COMMAND_CHARS
+    assert check_command("open mailbox") == "open mailbox"
+
+
+def test_clean_command_keeps_first_line_only():
+    assert clean_command("  go   north\nand then south") == "go north"
+    assert clean_command("") == ""
+    assert clean_command("café") == "caf"

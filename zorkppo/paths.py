@@ -1,0 +1,8 @@
+"""Artifact locations, relative to the project root (where dvc.yaml is)."""
+
+from pathlib import Path
+
+ROM = Path("data/roms/zork1.z5")
+TRAJECTORIES = Path("data/trajectories.parquet")
+REPORTS = Path("reports")
+COLLECT_REPORT = REPORTS / "collect.json"
