@@ -67,3 +67,46 @@ def copy_project(dest: Path) -> Path:
     shutil.copytree(ROOT, dest, ignore=ignore, dirs_exist_ok=True)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     return dest
+
+
+TINY_PIPELINE = {
+    "seed": 1,
+    "collect": {
+        "episodes": {"walkthrough": 1, "random": 1, "explorer": 1},
+        "max_steps": 8,
+        "workers": 2,
+    },
+    "split": {"heldout_fraction": 0.3},
+    "model": {
+        "tiny": {
+            "vocab_size": 400,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_layers": 2,
+            "num_heads": 2,
+            "max_positions": 512,
+            "pretrain_steps": 5,
+            "pretrain_batch_size": 4,
+            "pretrain_seq_len": 32,
+        }
+    },
+    "prompt": {"history_turns": 2, "max_prompt_tokens": 128},
+    "sft": {"epochs": 1, "batch_size": 8, "max_new_tokens": 4},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tmp_path_factory, rom_path):
+    """A temp project where collect, base and sft have run on tiny params (cwd is NOT changed)."""
+    import contextlib
+
+    from stages import base, collect, sft
+
+    root = Project(tmp_path_factory.mktemp("pipeline"))
+    (root / "data/roms").mkdir(parents=True)
+    shutil.copyfile(rom_path, root / "data/roms/zork1.z5")
+    root.write_params(TINY_PIPELINE)
+    with contextlib.chdir(root):
+        for stage in (collect, base, sft):
+            stage.main([])
+    return root

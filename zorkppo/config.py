@@ -7,6 +7,7 @@ forbids extra keys and the error is one line naming the key and what is allowed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -42,10 +43,80 @@ class CollectParams(Section):
     workers: int = Field(2, ge=1)
 
 
+class SplitParams(Section):
+    heldout_fraction: float = Field(0.2, gt=0, lt=1)  # of episodes, never of rows
+
+
+class TinyModelParams(Section):
+    vocab_size: int = Field(2000, ge=300)
+    hidden_size: int = Field(256, ge=16)
+    intermediate_size: int = Field(704, ge=16)
+    num_layers: int = Field(4, ge=1)
+    num_heads: int = Field(4, ge=1)
+    max_positions: int = Field(1024, ge=64)
+    pretrain_steps: int = Field(150, ge=0)
+    pretrain_batch_size: int = Field(16, ge=1)
+    pretrain_seq_len: int = Field(128, ge=8)
+    pretrain_learning_rate: float = Field(1e-3, gt=0)
+
+
+HUB_PROFILES = {  # name and pinned revision of the presets; `hub` takes model.name/revision
+    "qwen7b": ("Qwen/Qwen2.5-7B-Instruct", "a09a35458c702b33eeacc393d103063234e8bc28"),
+}
+
+
+class ModelParams(Section):
+    profile: Literal["tiny", "hub", "qwen7b"] = "tiny"
+    name: str = ""  # hub model id, profile `hub`
+    revision: str = ""  # pinned commit, profile `hub`
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # bf16 is ~20x slower on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    tiny: TinyModelParams = TinyModelParams()
+
+    def hub_reference(self) -> tuple[str, str]:
+        if self.profile in HUB_PROFILES:
+            return HUB_PROFILES[self.profile]
+        if not self.name:
+            raise UserError(
+                "model.profile is 'hub' but model.name is empty: set -S model.name=ORG/MODEL"
+            )
+        return self.name, self.revision
+
+
+class PromptParams(Section):
+    history_turns: int = Field(3, ge=1)
+    max_prompt_tokens: int = Field(384, ge=16)
+
+
+class LoraParams(Section):
+    r: int = Field(8, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] = ["q_proj", "v_proj"]
+
+
+class SftParams(Section):
+    sources: list[Literal["walkthrough", "random", "explorer", "human"]] = [
+        "walkthrough",
+        "random",
+        "explorer",
+        "human",
+    ]
+    epochs: int = Field(3, ge=1)
+    batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    lora: LoraParams = LoraParams()
+    max_new_tokens: int = Field(10, ge=1)
+
+
 class Params(Section):
     seed: int = 0
     game: GameParams = GameParams()
     collect: CollectParams = CollectParams()
+    split: SplitParams = SplitParams()
+    model: ModelParams = ModelParams()
+    prompt: PromptParams = PromptParams()
+    sft: SftParams = SftParams()
 
 
 def _describe(exc: ValidationError, source: str) -> str:

@@ -6,3 +6,7 @@ ROM = Path("data/roms/zork1.z5")
 TRAJECTORIES = Path("data/trajectories.parquet")
 REPORTS = Path("reports")
 COLLECT_REPORT = REPORTS / "collect.json"
+BASE_MODEL = Path("models/base")
+SFT_ADAPTER = Path("models/sft")
+BASE_REPORT = REPORTS / "base.json"
+SFT_REPORTS = REPORTS / "sft"

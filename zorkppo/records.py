@@ -75,6 +75,23 @@ def atomic_path(target: str | Path):
         tmp.unlink(missing_ok=True)
 
 
+@contextmanager
+def atomic_dir(target: str | Path):
+    """Yield a temp folder beside `target`; it replaces `target` only if the block succeeds."""
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_table(rows: list[dict] | pa.Table, path: str | Path, schema: TableSchema) -> Path:
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema.arrow)
     table = table.cast(schema.with_metadata())

@@ -1,0 +1,106 @@
+"""Stage `sft`: LoRA warm-start on (prompt, action) pairs; held-out accuracy before and after."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from dvclive import Live
+
+from zorkppo import paths
+from zorkppo.config import load_params
+from zorkppo.errors import UserError, exit_on_user_error
+from zorkppo.io import write_json
+from zorkppo.model import (
+    attach_lora,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_device,
+    seed_everything,
+)
+from zorkppo.records import TRAJECTORIES, atomic_dir, read_table
+from zorkppo.sft import build_examples, evaluate_actions, split_episodes, train_lora
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    sft, prompt = params.sft, params.prompt
+    started = time.perf_counter()
+    seed_everything(params.seed)
+    device = resolve_device(params.model.device)
+
+    # 1. Rows -> examples, split by episode, training rows filtered by source.
+    df = read_table(paths.TRAJECTORIES, TRAJECTORIES).to_pandas()
+    train_ids, heldout_ids = split_episodes(
+        df.episode_id, params.split.heldout_fraction, params.seed
+    )
+    tokenizer = load_tokenizer(paths.BASE_MODEL)
+    train_df = df[df.episode_id.isin(train_ids) & df.source.isin(sft.sources)]
+    if train_df.empty:
+        raise UserError(
+            f"the SFT training set is empty: no training episodes from sources {sft.sources}; "
+            "add sources to sft.sources or collect.episodes"
+        )
+    train = build_examples(train_df, tokenizer, prompt.history_turns)
+    heldout = build_examples(df[df.episode_id.isin(heldout_ids)], tokenizer, prompt.history_turns)
+
+    # 2. Base model + fresh LoRA; score held-out before training (adapter starts as a no-op).
+    model = load_causal_lm(paths.BASE_MODEL, device, params.model.dtype)
+    model = attach_lora(
+        model, sft.lora.r, sft.lora.alpha, sft.lora.dropout, sft.lora.target_modules
+    )
+    before = evaluate_actions(
+        model, tokenizer, heldout, prompt.max_prompt_tokens, sft.max_new_tokens
+    )
+
+    # 3. Train, logging the loss curve with dvclive.
+    with Live(str(paths.SFT_REPORTS), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+
+        def log(step: int, loss: float) -> None:
+            live.log_metric("train/loss", loss, plot=True, timestamp=False)
+            live.next_step()
+
+        updates = train_lora(
+            model,
+            tokenizer,
+            train,
+            sft.epochs,
+            sft.batch_size,
+            sft.learning_rate,
+            prompt.max_prompt_tokens,
+            params.seed,
+            log,
+        )
+    after = evaluate_actions(
+        model, tokenizer, heldout, prompt.max_prompt_tokens, sft.max_new_tokens
+    )
+
+    # 4. Artifacts: the adapter and the held-out metrics.
+    with atomic_dir(paths.SFT_ADAPTER) as out:
+        model.save_pretrained(out, safe_serialization=True)
+    metrics = {
+        "train_examples": len(train),
+        "heldout_examples": len(heldout),
+        "updates": updates,
+        "heldout_episodes": sorted(heldout_ids),
+        "before": before,
+        "after": after,
+    }
+    write_json(metrics, paths.SFT_REPORTS / "metrics.json")
+    print(
+        f"sft: {len(train)} train / {len(heldout)} held-out examples, {updates} updates in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
+    for name, m in (("before", before), ("after", after)):
+        print(
+            f"sft: {name:6s} loss {m['action_loss']:.3f} exact {m['exact_match']:.1%} "
+            f"valid {m['valid_command_rate']:.1%}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Tiny tokenizer/model, prompt format, label masking, LoRA SFT and adapter round trips."""
+
+import pandas as pd
+import pytest
+import torch
+from peft import PeftModel
+
+from stages.base import pretrain
+from zorkppo.errors import UserError
+from zorkppo.lm import IGNORE, collate, completion_loss, encode_example
+from zorkppo.model import _source as model_source
+from zorkppo.model import (
+    attach_lora,
+    build_tiny_llama,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_device,
+    train_tokenizer,
+    write_manifest,
+)
+from zorkppo.prompt import Turn, history_for_row, parse_command, render_prompt
+from zorkppo.sft import Example, split_episodes, train_lora
+
+ROOMS = ["Kitchen", "Attic", "Cellar", "Forest", "Clearing", "Gallery"]
+MOVES = ["north", "south", "east", "west", "up", "down"]
+
+
+def make_examples(rooms, moves):
+    return [
+        Example(
+            f"ep{i}",
+            render_prompt(f"{room} A room.", "Nothing.", [Turn("look", room)]),
+            move,
+            (move,),
+        )
+        for i, (room, move) in enumerate(zip(rooms, moves, strict=True))
+    ]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    torch.manual_seed(0)
+    texts = [e.prompt + " " + e.action for e in make_examples(ROOMS, MOVES)] * 3
+    tokenizer = train_tokenizer(texts, vocab_size=400)
+    model = build_tiny_llama(tokenizer, 32, 64, 2, 2, 256)
+    # A short pretraining on the prompt text gives LoRA features to adapt, as the base stage does.
+    stream = [t for text in texts for t in tokenizer(text)["input_ids"]]
+    pretrain(model, stream, steps=40, batch_size=8, seq_len=32, lr=3e-3, seed=0, device="cpu")
+    path = tmp_path_factory.mktemp("base")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return tokenizer, model, path
+
+
+def test_tokenizer_and_model_round_trip_offline(tiny):
+    tokenizer, model, path = tiny
+    reloaded_tok = load_tokenizer(path)
+    text = "> open mailbox\nOpening the small mailbox reveals a leaflet. \x01é"
+    assert reloaded_tok(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert reloaded_tok.decode(tokenizer(text)["input_ids"]) == text  # byte-level: lossless
+    reloaded = load_causal_lm(path, torch.device("cpu"))
+    ids = torch.tensor([tokenizer(text)["input_ids"]])
+    assert torch.equal(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_prompt_labels_are_masked_and_action_labels_are_not(tiny):
+    tokenizer = tiny[0]
+    prompt = render_prompt("Kitchen", "A lamp.", [Turn("look", "Kitchen")])
+    encoded = encode_example(tokenizer, prompt, "take lamp", max_prompt_tokens=512)
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert encoded.labels[:n_prompt] == [IGNORE] * n_prompt
+    assert encoded.labels[n_prompt:] == encoded.input_ids[n_prompt:]
+    assert tokenizer.decode(encoded.labels[n_prompt:]) == "take lamp\n<|eos|>"
+    batch = collate([encoded, encode_example(tokenizer, prompt, "n", 512)], tokenizer.pad_token_id)
+    assert batch["attention_mask"][1].sum() < batch["attention_mask"][0].sum()
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()
+
+
+def test_long_prompts_are_cut_from_the_left(tiny):
+    tokenizer = tiny[0]
+    encoded = encode_example(tokenizer, "Kitchen " * 200 + "end", "north", max_prompt_tokens=16)
+    assert sum(label == IGNORE for label in encoded.labels) == 16
+
+
+def test_prompt_format_and_parsing(tiny):
+    prompt = render_prompt(
+        "West of House",
+        "You are empty-handed.",
+        [Turn("", "Welcome"), Turn("north", "North of House")],
+    )
+    assert prompt.startswith("Room: West of House\nInventory: You are empty-handed.")
+    assert "> north\nNorth of House" in prompt and prompt.endswith("\n> ")
+    assert parse_command(" Open Mailbox\nmore text") == "open mailbox"
+    assert parse_command("> take\x00 lamp") == "take lamp"
+
+
+def test_history_for_row_pairs_actions_with_their_replies():
+    rows = [{"action": f"a{i}", "observation": f"o{i}"} for i in range(6)]
+    assert history_for_row(rows, 0, 3) == [Turn("", "o0")]
+    assert history_for_row(rows, 2, 3) == [Turn("", "o0"), Turn("a0", "o1"), Turn("a1", "o2")]
+    assert history_for_row(rows, 5, 2) == [Turn("a3", "o4"), Turn("a4", "o5")]
+
+
+def test_split_is_by_episode_and_seeded():
+    ids = [f"ep{i}" for i in range(10)]
+    train, heldout = split_episodes(ids * 3, 0.2, seed=1)
+    assert len(heldout) == 2 and not train & heldout and train | heldout == set(ids)
+    assert split_episodes(ids, 0.2, seed=1) == (train, heldout)
+    with pytest.raises(UserError, match="at least 2 episodes"):
+        split_episodes(["only"], 0.5, 0)
+
+
+def heldout_loss(model, tokenizer, examples):
+    batch = collate(
+        [encode_example(tokenizer, e.prompt, e.action, 256) for e in examples],
+        tokenizer.pad_token_id,
+    )
+    with torch.no_grad():
+        return completion_loss(model, batch).item()
+
+
+def test_sft_lowers_heldout_loss_and_adapter_reloads(tiny, tmp_path):
+    tokenizer, _, path = tiny
+    torch.manual_seed(0)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    model = attach_lora(load_causal_lm(path, torch.device("cpu")), 8, 32, 0.0, targets)
+    train = make_examples(ROOMS * 4, MOVES * 4)
+    heldout = make_examples(ROOMS[:3], MOVES[:3])  # same room -> same move; unseen episodes
+    before = heldout_loss(model, tokenizer, heldout)
+    frozen = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
+    train_lora(
+        model,
+        tokenizer,
+        train,
+        epochs=4,
+        batch_size=4,
+        learning_rate=1e-2,
+        max_prompt_tokens=256,
+        seed=0,
+    )
+    after = heldout_loss(model, tokenizer, heldout)
+    assert after < 0.8 * before
+    assert all(
+        torch.equal(p, frozen[n]) for n, p in model.named_parameters() if not p.requires_grad
+    )
+
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = PeftModel.from_pretrained(
+        load_causal_lm(path, torch.device("cpu")), tmp_path / "adapter"
+    )
+    ids = torch.tensor([tokenizer(heldout[0].prompt)["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_empty_training_set_is_refused(tiny):
+    tokenizer, model, _ = tiny
+    with pytest.raises(UserError, match="training set is empty"):
+        train_lora(model, tokenizer, [], 1, 1, 1e-3, 16, 0)
+
+
+def test_missing_model_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_causal_lm(tmp_path / "nope", torch.device("cpu"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no model"):
+        load_tokenizer(tmp_path / "empty")
+
+
+def test_hub_manifest_points_at_a_pinned_revision(tmp_path):
+    write_manifest(
+        tmp_path, "Qwen/Qwen2.5-7B-Instruct", "a09a35458c702b33eeacc393d103063234e8bc28", "bfloat16"
+    )
+    assert model_source(tmp_path) == (
+        "Qwen/Qwen2.5-7B-Instruct",
+        {"revision": "a09a35458c702b33eeacc393d103063234e8bc28"},
+    )
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_requested_but_absent():
+    with pytest.raises(UserError, match="no CUDA GPU is visible"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_trajectory_examples_use_the_episode_history():
+    from zorkppo.sft import build_examples, episode_transcripts
+
+    df = pd.DataFrame(
+        [
+            {
+                "episode_id": "e",
+                "step": i,
+                "observation": f"reply {i}",
+                "description": "Room",
+                "inventory": "Inv",
+                "action": a,
+                "valid_actions": ["north", "south"],
+            }
+            for i, a in enumerate(["North", "South"])
+        ]
+    )
+    examples = build_examples(df, None, history_turns=3)
+    assert [e.action for e in examples] == ["north", "south"]
+    assert "> north\nreply 1" in examples[1].prompt
+    assert episode_transcripts(df) == ["reply 0\n> north\nreply 1\n> south\n"]

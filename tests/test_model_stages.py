@@ -1,0 +1,60 @@
+"""Smoke tests of the base and sft stages on tiny params (collect -> base -> sft)."""
+
+import contextlib
+import json
+
+import pytest
+
+from stages import base, sft
+from zorkppo.errors import UserError
+from zorkppo.model import load_causal_lm, load_tokenizer
+
+
+def test_base_and_sft_write_their_artifacts(tiny_pipeline):
+    root = tiny_pipeline
+    assert (root / "models/base/model.safetensors").is_file()
+    assert (root / "models/base/tokenizer.json").is_file()
+    assert (root / "models/sft/adapter_model.safetensors").is_file()
+    report = json.loads((root / "reports/base.json").read_text())
+    assert report["parameters"] > 10_000 and report["vocab_size"] <= 400
+    metrics = json.loads((root / "reports/sft/metrics.json").read_text())
+    for when in ("before", "after"):
+        assert (
+            0 <= metrics[when]["exact_match"] <= 1 and 0 <= metrics[when]["valid_command_rate"] <= 1
+        )
+    assert metrics["heldout_examples"] > 0 and metrics["train_examples"] > 0
+    assert (root / "reports/sft/plots/metrics/train/loss.tsv").read_text().startswith("step\tloss")
+    tokenizer = load_tokenizer(root / "models/base")
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token == "<|pad|>"
+
+
+def test_sft_with_no_matching_source_fails_cleanly(tiny_pipeline, monkeypatch, capsys):
+    root = tiny_pipeline
+    params = root / "params-nohuman.yaml"
+    text = (root / "params.yaml").read_text()
+    params.write_text(text.replace("sft:\n", "sft:\n  sources: [human]\n"))
+    with contextlib.chdir(root), pytest.raises(SystemExit) as exit_info:
+        sft.main(["--params", str(params)])
+    assert exit_info.value.code == 2
+    assert "the SFT training set is empty" in capsys.readouterr().err
+
+
+def test_hub_profile_writes_a_manifest_not_weights(tiny_pipeline, tmp_path):
+    with contextlib.chdir(tmp_path):
+        (tmp_path / "params.yaml").write_text("model:\n  profile: qwen7b\n  dtype: bfloat16\n")
+        base.main([])
+        manifest = json.loads((tmp_path / "models/base/manifest.json").read_text())
+    assert manifest == {
+        "name": "Qwen/Qwen2.5-7B-Instruct",
+        "revision": "a09a35458c702b33eeacc393d103063234e8bc28",
+        "dtype": "bfloat16",
+    }
+
+
+def test_hub_profile_without_a_name_is_refused(tmp_path):
+    with contextlib.chdir(tmp_path):
+        (tmp_path / "params.yaml").write_text("model:\n  profile: hub\n")
+        with pytest.raises(SystemExit):
+            base.main([])
+    with pytest.raises(UserError):
+        load_causal_lm(tmp_path / "models/base", None)

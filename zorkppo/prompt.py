@@ -1,0 +1,72 @@
+"""State -> prompt text, and generated text -> one game command. The one owner of the format.
+
+The seed's state representation: the room as `look` shows it, the inventory, the last K
+turns (command and the game's reply), then an instruction. Models with a chat template
+get it wrapped as a user message; plain models (the tiny one) get the text as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from zorkppo.game import clean_command
+
+INSTRUCTION = "What do you do next? Answer with one game command."
+ACTION_PREFIX = "> "
+MAX_TEXT_CHARS = 400  # per block; long game replies would crowd out the rest of the prompt
+
+
+@dataclass(frozen=True)
+class Turn:
+    action: str  # "" for the game's opening text
+    reply: str
+
+
+def _clip(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_TEXT_CHARS else text[: MAX_TEXT_CHARS - 3] + "..."
+
+
+def render_prompt_text(description: str, inventory: str, history: Sequence[Turn]) -> str:
+    lines = [f"Room: {_clip(description)}", f"Inventory: {_clip(inventory)}", "Recent turns:"]
+    for turn in history:
+        if turn.action:
+            lines.append(f"{ACTION_PREFIX}{turn.action}")
+        lines.append(_clip(turn.reply))
+    lines.append(INSTRUCTION)
+    return "\n".join(lines)
+
+
+def render_prompt(description, inventory, history, tokenizer=None) -> str:
+    """The full prompt, ending where the model's command should begin."""
+    body = render_prompt_text(description, inventory, history)
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": body}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return body + "\n" + ACTION_PREFIX
+
+
+def completion_text(action: str, tokenizer) -> str:
+    """What the model is trained to write after the prompt: the command, then end-of-text."""
+    return action + "\n" + (tokenizer.eos_token or "")
+
+
+def parse_command(generated: str) -> str:
+    """The model's text -> one safe game command (first line, no prefix, printable ASCII)."""
+    text = generated.strip()
+    if text.startswith(">"):
+        text = text[1:]
+    return clean_command(text).lower()
+
+
+def history_for_row(episode_rows: Sequence[dict], index: int, turns: int) -> list[Turn]:
+    """The last `turns` turns before row `index` of an episode (rows in step order).
+
+    Row i holds the observation that answered row i-1's action, so turn i-1 is
+    (rows[i-1].action, rows[i].observation). At step 0 the history is the opening text.
+    """
+    history = [Turn("", episode_rows[0]["observation"])] if index < turns else []
+    for i in range(max(1, index - turns + 1), index + 1):
+        history.append(Turn(episode_rows[i - 1]["action"].lower(), episode_rows[i]["observation"]))
+    return history[-turns:] if turns > 0 else []
