@@ -245,3 +245,12 @@ def test_explained_variance() -> None:
     assert ppo.explained_variance(t(1, 2, 2), returns) == pytest.approx(2 / 3)
     # Constant returns: undefined ratio, reported as 0
     assert ppo.explained_variance(t(0, 1, 2), t(5, 5, 5)) == 0.0
+
+
+def test_kl_k3_per_token_hand_values():
+    from zorkppo.ppo import kl_k3_per_token
+
+    # equal log-probs: r = 1 -> 1 - 0 - 1 = 0
+    # policy log 0.5, ref log 0.25: log r = log 0.5 -> r - log r - 1 = 0.5 + 0.693147 - 1 = 0.193147
+    got = kl_k3_per_token(torch.log(torch.tensor([0.3, 0.5])), torch.log(torch.tensor([0.3, 0.25])))
+    assert torch.allclose(got, torch.tensor([0.0, 0.193147]), atol=1e-6)

@@ -109,6 +109,59 @@ class SftParams(Section):
     max_new_tokens: int = Field(10, ge=1)
 
 
+class QuantizeParams(Section):
+    bits: Literal[8, 4, "none"] = 8  # 8: LLM.int8, 4: nf4, none: merged full precision
+    llm_int8_threshold: float = Field(6.0, gt=0)  # outlier threshold of LLM.int8
+
+
+class RewardParams(Section):
+    score: float = 1.0  # x game score delta (dying already costs 10 points in Zork)
+    new_location: float = 1.0  # first visit to a room this episode
+    death: float = -5.0  # on top of the game's own penalty
+    valid_command: float = 0.1  # the command changed the world (Jericho's notion of valid)
+    novelty: float = 0.2  # x 1/sqrt(visits) of the world state reached, this episode
+
+
+class KlParams(Section):
+    init_coef: float = Field(0.2, ge=0)
+    low: float = Field(0.01, ge=0)  # below: coef x down
+    high: float = Field(0.03, ge=0)  # above: coef x up
+    up: float = Field(1.5, ge=1)
+    down: float = Field(0.8, gt=0, le=1)
+
+
+class PpoParams(Section):
+    action_mode: Literal["generate", "rank"] = "generate"
+    num_envs: int = Field(8, ge=1)  # games played at once, one worker process each
+    max_steps: int = Field(100, ge=1)  # turns per episode before a reset
+    iterations: int = Field(6, ge=1)
+    rollout_turns: int = Field(8, ge=1)  # turns per game per iteration
+    ppo_epochs: int = Field(2, ge=1)
+    minibatch_size: int = Field(16, ge=1)
+    learning_rate: float = Field(5e-4, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    gamma: float = Field(0.99, ge=0, le=1)
+    gae_lambda: float = Field(0.95, ge=0, le=1)
+    normalize_advantages: bool = True
+    clip_start: float = Field(0.2, gt=0)  # clip = max(floor, start * (1 - update / horizon))
+    clip_floor: float = Field(0.1, gt=0)
+    clip_horizon: float = Field(1e5, gt=0)
+    value_coef: float = Field(0.5, ge=0)
+    value_clip: float = Field(0.2, gt=0)
+    entropy_coef: float = Field(0.01, ge=0)  # decays linearly to 0 over the run's updates
+    js_coef: float = Field(0.1, ge=0)  # Jensen-Shannon smoothing, old vs new action distribution
+    js_top_k: int = Field(32, ge=1)  # generate mode: old token distributions kept as top-k + rest
+    target_kl: float = Field(0.1, gt=0)  # stop this iteration's epochs past it
+    kl: KlParams = KlParams()
+    max_new_tokens: int = Field(8, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    max_candidates: int = Field(8, ge=2)  # rank mode: valid actions scored per turn
+    max_prompt_tokens: int = Field(256, ge=16)
+    lora: LoraParams = LoraParams()
+    save_every: int = Field(1, ge=1)  # checkpoint every N iterations (and at the end)
+    rewards: RewardParams = RewardParams()
+
+
 class Params(Section):
     seed: int = 0
     game: GameParams = GameParams()
@@ -117,6 +170,8 @@ class Params(Section):
     model: ModelParams = ModelParams()
     prompt: PromptParams = PromptParams()
     sft: SftParams = SftParams()
+    quantize: QuantizeParams = QuantizeParams()
+    ppo: PpoParams = PpoParams()
 
 
 def _describe(exc: ValidationError, source: str) -> str:

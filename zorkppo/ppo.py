@@ -103,6 +103,13 @@ def kl_penalty_per_token(logprob_policy: Tensor, logprob_ref: Tensor) -> Tensor:
     return logprob_policy - logprob_ref
 
 
+def kl_k3_per_token(logprob_policy: Tensor, logprob_ref: Tensor) -> Tensor:
+    """Schulman's k3 estimator of KL(policy || ref) per sampled token: r - log r - 1 with
+    r = p_ref / p_policy. Unbiased like k1 but never negative, so its gradient is tame."""
+    log_ratio = logprob_ref - logprob_policy
+    return torch.exp(log_ratio) - log_ratio - 1.0
+
+
 def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
     """Mean over the entries where mask is set; an empty mask gives 0, not NaN."""
     keep = mask.bool()

@@ -60,6 +60,40 @@ TRAJECTORIES = TableSchema(
 )
 
 
+ROLLOUTS = TableSchema(
+    name="rollouts",
+    version=1,
+    arrow=pa.schema(
+        [
+            ("iteration", pa.int32()),
+            ("env", pa.int32()),
+            ("episode", pa.int32()),
+            ("step", pa.int32()),
+            ("command", pa.string()),
+            ("game_score", pa.int32()),
+            ("location", pa.string()),
+            ("done", pa.bool_()),
+        ]
+        + [
+            (name, pa.float64())
+            for name in (
+                "reward",
+                "score",
+                "new_location",
+                "death",
+                "valid_command",
+                "novelty",
+                "logprob",
+                "ref_logprob",
+                "value",
+                "advantage",
+                "return",
+            )
+        ]
+    ),
+)
+
+
 @contextmanager
 def atomic_path(target: str | Path):
     """Yield a temp path beside `target`; rename it onto `target` only if the block succeeds."""

@@ -1,0 +1,164 @@
+"""Stage `ppo`: PPO fine-tuning of the quantized model (fresh LoRA + value head) on live Zork I."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+
+import torch
+from dvclive import Live
+from peft import prepare_model_for_kbit_training
+
+from zorkppo import checkpoint, paths
+from zorkppo.config import load_params
+from zorkppo.envs import VecGames, zork_factory
+from zorkppo.errors import exit_on_user_error
+from zorkppo.model import (
+    attach_lora,
+    load_causal_lm,
+    load_tokenizer,
+    resolve_device,
+    seed_everything,
+)
+from zorkppo.policy import Policy, ValueHead
+from zorkppo.ppo import AdaptiveKLController
+from zorkppo.records import ROLLOUTS, write_table
+from zorkppo.rom import verify_rom
+from zorkppo.trainer import start_rollout, train_iteration
+
+
+def build_policy(params, device) -> Policy:
+    cfg = params.ppo
+    tokenizer = load_tokenizer(paths.QUANTIZED_MODEL)
+    model = load_causal_lm(paths.QUANTIZED_MODEL, device, params.model.dtype)
+    if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    model = attach_lora(
+        model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules
+    )
+    value_head = ValueHead(model.config.hidden_size).to(device)
+    return Policy(
+        model,
+        tokenizer,
+        value_head,
+        cfg.max_prompt_tokens,
+        cfg.max_new_tokens,
+        cfg.temperature,
+        cfg.js_top_k,
+    )
+
+
+def log_metrics(live: Live, metrics: dict) -> None:
+    for name, value in sorted(metrics.items()):
+        live.log_metric(name, value, timestamp=False)
+    live.next_step()
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    cfg = params.ppo
+    device = resolve_device(params.model.device)
+    rom = verify_rom(paths.ROM)
+    seed_everything(params.seed)
+    policy = build_policy(params, device)
+    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)
+    controller = AdaptiveKLController(
+        cfg.kl.init_coef, cfg.kl.low, cfg.kl.high, cfg.kl.up, cfg.kl.down
+    )
+    generator, rng = torch.Generator().manual_seed(params.seed), random.Random(params.seed)
+    samples_per_iteration = cfg.num_envs * cfg.rollout_turns
+    total_updates = (
+        cfg.iterations * cfg.ppo_epochs * math.ceil(samples_per_iteration / cfg.minibatch_size)
+    )
+    fingerprint = checkpoint.fingerprint(
+        {
+            "ppo": cfg.model_dump(),
+            "prompt": params.prompt.model_dump(),
+            "seed": params.seed,
+            "game_seed": params.game.seed,
+        },
+        paths.QUANTIZED_MODEL,
+    )
+
+    with VecGames(zork_factory(str(rom), params.game.seed), cfg.num_envs) as games:
+        # 1. Resume from an unfinished run with the same fingerprint, or start clean.
+        state = checkpoint.load_resumable(paths.PPO_MODEL, fingerprint)
+        if state:
+            checkpoint.restore_weights(policy, state)
+            optimizer.load_state_dict(state["optimizer"])
+            controller.load_state_dict(state["controller"])
+            generator.set_state(state["generator"])
+            rng.setstate(state["rng"])
+            rollout = state["rollout"]
+            games.call("restore", [(s,) for s in state["game_saves"]])
+            start, update_step, history = state["iteration"], state["update_step"], state["history"]
+            print(f"ppo: resuming at iteration {start} of {cfg.iterations}")
+        else:
+            checkpoint.clear(paths.PPO_MODEL, paths.ROLLOUTS)
+            rollout = start_rollout(games, params.prompt.history_turns)
+            start, update_step, history = 0, 0, []
+
+        live = Live(str(paths.PPO_REPORTS), save_dvc_exp=False, dvcyaml=None, report=None)
+        for past in history:  # the curves are rebuilt, so a resumed run has no gaps or repeats
+            log_metrics(live, past)
+
+        # 2. Iterate: rollout, advantages, update, KL control (trainer.train_iteration).
+        for iteration in range(start, cfg.iterations):
+            started = time.perf_counter()
+            metrics, rows, updates = train_iteration(
+                policy,
+                games,
+                rollout,
+                optimizer,
+                controller,
+                cfg,
+                update_step,
+                total_updates,
+                generator,
+                rng,
+            )
+            update_step += updates
+            write_table(
+                [{"iteration": iteration, **r} for r in rows],
+                paths.ROLLOUTS / f"iteration_{iteration:04d}.parquet",
+                ROLLOUTS,
+            )
+            history.append(metrics)
+            log_metrics(live, metrics)
+            print(
+                f"ppo: iteration {iteration + 1}/{cfg.iterations} score {metrics['score/current']:.1f} "
+                f"reward {metrics['reward/mean']:.3f} kl {metrics['kl_rollout']:.4f} "
+                f"invalid {metrics['invalid_command_rate']:.0%} ({time.perf_counter() - started:.1f} s)"
+            )
+
+            # 3. Checkpoint: weights, optimizer, controller, RNGs, games, history.
+            last = iteration + 1 == cfg.iterations
+            if last or (iteration + 1) % cfg.save_every == 0:
+                checkpoint.save(
+                    paths.PPO_MODEL,
+                    policy,
+                    {
+                        "fingerprint": fingerprint,
+                        "complete": last,
+                        "iteration": iteration + 1,
+                        "update_step": update_step,
+                        "history": history,
+                        "optimizer": optimizer.state_dict(),
+                        "controller": controller.state_dict(),
+                        "generator": generator.get_state(),
+                        "rng": rng.getstate(),
+                        "rollout": rollout,
+                        "game_saves": games.call("save"),
+                    },
+                )
+        live.end()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,251 @@
+"""The PPO policy: a LoRA-adapted causal LM plus a value head on the prompt's last hidden state.
+
+The reference policy is the same model with the adapter disabled, so it costs no memory.
+Two action modes share one representation of a turn (`Sample`):
+- generate: one option, the sampled command tokens; log-prob = sum over its tokens.
+- rank: several options (candidate commands); log-prob = log-softmax of their summed
+  token log-probs (GLAM).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zorkppo.ppo import candidate_log_softmax, sequence_logprob
+from zorkppo.prompt import completion_text, parse_command
+
+
+class ValueHead(nn.Module):
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.linear.weight)  # start by predicting 0: no bias on early advantages
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.linear(hidden.float()).squeeze(-1)
+
+
+@dataclass
+class Sample:
+    """One turn of one game, as the rollout saw it."""
+
+    prompt_ids: list[int]
+    options: list[list[int]]  # generate: [command tokens]; rank: one token list per candidate
+    chosen: int
+    command: str
+    logprob: float  # under the rollout policy
+    ref_logprob: float
+    value: float
+    kl: float  # rollout-time estimate of KL(policy || reference) for this turn
+    old_dist: tuple  # generate: (top-k ids [L,k], their log-probs [L,k]); rank: (log-dist [C],)
+    ref_dist: torch.Tensor  # generate: reference token log-probs [L]; rank: reference log-dist [C]
+
+
+@dataclass
+class Scored:
+    token_logp: torch.Tensor  # [N, L] log-prob of each option token (0 where masked)
+    mask: torch.Tensor  # [N, L] True on option tokens
+    values: torch.Tensor  # [N]
+    logp_full: torch.Tensor | None  # [N, L, V] next-token log-softmax at option positions
+
+
+class Policy:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        value_head: ValueHead,
+        max_prompt_tokens: int,
+        max_new_tokens: int = 8,
+        temperature: float = 1.0,
+        js_top_k: int = 32,
+    ):
+        self.model, self.tokenizer, self.value_head = model, tokenizer, value_head
+        self.max_prompt_tokens, self.max_new_tokens = max_prompt_tokens, max_new_tokens
+        self.temperature, self.js_top_k = temperature, js_top_k
+        self.device = next(model.parameters()).device
+        vocab = len(tokenizer)
+        texts = tokenizer.batch_decode([[i] for i in range(vocab)])
+        self.stop_ids = {i for i, t in enumerate(texts) if "\n" in t} | {tokenizer.eos_token_id}
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        lora = [p for p in self.model.parameters() if p.requires_grad]
+        return lora + list(self.value_head.parameters())
+
+    def encode_prompts(self, prompts: list[str]) -> list[list[int]]:
+        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        return [p[-self.max_prompt_tokens :] for p in ids]
+
+    # -- scoring --------------------------------------------------------------------
+    def forward(
+        self,
+        prompts: list[list[int]],
+        options: list[list[int]],
+        full: bool = False,
+        reference: bool = False,
+    ) -> Scored:
+        """Log-probs of each option's tokens after its prompt, and the value of the prompt."""
+        rows = [p + o for p, o in zip(prompts, options, strict=True)]
+        width, longest = max(map(len, rows)), max(map(len, options))
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros_like(ids)
+        option_ids = torch.zeros((len(rows), longest), dtype=torch.long)
+        mask = torch.zeros((len(rows), longest), dtype=torch.bool)
+        for r, (p, o) in enumerate(zip(prompts, options, strict=True)):
+            ids[r, : len(p) + len(o)] = torch.tensor(p + o)
+            attention[r, : len(p) + len(o)] = 1
+            option_ids[r, : len(o)] = torch.tensor(o)
+            mask[r, : len(o)] = True
+        ids, attention = ids.to(self.device), attention.to(self.device)
+        option_ids, mask = option_ids.to(self.device), mask.to(self.device)
+        prompt_end = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
+        # Option token j of row r is predicted at position prompt_end[r] + j.
+        positions = (prompt_end[:, None] + torch.arange(longest, device=self.device)).clamp(
+            max=width - 1
+        )
+        if reference:
+            with self.model.disable_adapter():
+                out = self.model(input_ids=ids, attention_mask=attention)
+        else:
+            out = self.model(input_ids=ids, attention_mask=attention, output_hidden_states=True)
+        logits = out.logits.gather(1, positions[..., None].expand(-1, -1, out.logits.shape[-1]))
+        logp_full = F.log_softmax(logits.float(), dim=-1)
+        token_logp = logp_full.gather(-1, option_ids[..., None]).squeeze(-1).masked_fill(~mask, 0.0)
+        if reference:
+            values = torch.zeros(len(rows), device=self.device)
+        else:
+            last_hidden = out.hidden_states[-1][
+                torch.arange(len(rows), device=self.device), prompt_end
+            ]
+            values = self.value_head(last_hidden)
+        return Scored(token_logp, mask, values, logp_full if full else None)
+
+    @torch.no_grad()
+    def values(self, prompts: list[list[int]]) -> torch.Tensor:
+        """Value of each prompt alone (for bootstrapping the last turn of a rollout)."""
+        # The option is a placeholder: a value is read at the prompt's last token, as in rollouts.
+        return self.forward(prompts, [[self.tokenizer.eos_token_id]] * len(prompts)).values
+
+    # -- acting ---------------------------------------------------------------------
+    @torch.no_grad()
+    def act_generate(self, prompts: list[str], generator: torch.Generator) -> list[Sample]:
+        prompt_ids = self.encode_prompts(prompts)
+        actions = self._sample_tokens(prompt_ids, generator)
+        scored = self.forward(prompt_ids, actions, full=True)
+        ref = self.forward(prompt_ids, actions, reference=True)
+        samples = []
+        k = min(self.js_top_k, scored.logp_full.shape[-1])
+        for r, (p, a) in enumerate(zip(prompt_ids, actions, strict=True)):
+            n = len(a)
+            top = scored.logp_full[r, :n].topk(k, dim=-1)
+            logp, ref_logp = scored.token_logp[r, :n], ref.token_logp[r, :n]
+            samples.append(
+                Sample(
+                    p,
+                    [a],
+                    0,
+                    parse_command(self.tokenizer.decode(a, skip_special_tokens=True)),
+                    float(logp.sum()),
+                    float(ref_logp.sum()),
+                    float(scored.values[r]),
+                    float((logp - ref_logp).sum()),
+                    (top.indices.cpu(), top.values.cpu()),
+                    ref_logp.cpu(),
+                )
+            )
+        return samples
+
+    def _sample_tokens(
+        self, prompt_ids: list[list[int]], generator: torch.Generator
+    ) -> list[list[int]]:
+        """Sample up to max_new_tokens per prompt; keep tokens up to and including the first stop."""
+        width = max(map(len, prompt_ids))
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=self.device)
+        attention = torch.tensor(
+            [[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=self.device
+        )
+        cache, positions = None, (attention.cumsum(-1) - 1).clamp(min=0)
+        tokens = [[] for _ in prompt_ids]
+        finished = [False] * len(prompt_ids)
+        step_ids = ids
+        for _ in range(self.max_new_tokens):
+            out = self.model(
+                input_ids=step_ids,
+                attention_mask=attention,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            cache = out.past_key_values
+            probs = F.softmax(out.logits[:, -1].float() / self.temperature, dim=-1)
+            next_ids = torch.multinomial(probs.cpu(), 1, generator=generator).to(self.device)
+            for r, t in enumerate(next_ids[:, 0].tolist()):
+                if not finished[r]:
+                    tokens[r].append(t)
+                    finished[r] = t in self.stop_ids
+            if all(finished):
+                break
+            step_ids = next_ids
+            attention = torch.cat([attention, torch.ones_like(next_ids)], dim=1)
+            positions = positions[:, -1:] + 1
+        return tokens
+
+    @torch.no_grad()
+    def act_rank(
+        self, prompts: list[str], candidates: list[list[str]], generator: torch.Generator
+    ) -> list[Sample]:
+        prompt_ids = self.encode_prompts(prompts)
+        options = [
+            [
+                self.tokenizer(completion_text(c, self.tokenizer), add_special_tokens=False)[
+                    "input_ids"
+                ]
+                for c in cands
+            ]
+            for cands in candidates
+        ]
+        dist, values = self.rank_distribution(prompt_ids, options)
+        ref_dist, _ = self.rank_distribution(prompt_ids, options, reference=True)
+        samples = []
+        for r, (p, opts) in enumerate(zip(prompt_ids, options, strict=True)):
+            n = len(opts)
+            chosen = int(torch.multinomial(dist[r, :n].exp().cpu(), 1, generator=generator))
+            kl = float((dist[r, :n].exp() * (dist[r, :n] - ref_dist[r, :n])).sum())
+            samples.append(
+                Sample(
+                    p,
+                    opts,
+                    chosen,
+                    candidates[r][chosen],
+                    float(dist[r, chosen]),
+                    float(ref_dist[r, chosen]),
+                    float(values[r]),
+                    kl,
+                    (dist[r, :n].cpu(),),
+                    ref_dist[r, :n].cpu(),
+                )
+            )
+        return samples
+
+    def rank_distribution(self, prompt_ids, options, reference: bool = False):
+        """Log-softmax over each prompt's candidates ([N, Cmax], -inf on padding) and values [N]."""
+        flat_prompts = [p for p, opts in zip(prompt_ids, options, strict=True) for _ in opts]
+        flat_options = [o for opts in options for o in opts]
+        scored = self.forward(flat_prompts, flat_options, reference=reference)
+        sums = sequence_logprob(scored.token_logp, scored.mask)
+        widest = max(map(len, options))
+        scores = torch.zeros((len(options), widest), device=self.device)
+        valid = torch.zeros((len(options), widest), dtype=torch.bool, device=self.device)
+        first_rows, start = [], 0
+        for r, opts in enumerate(options):
+            scores[r, : len(opts)] = sums[start : start + len(opts)]
+            valid[r, : len(opts)] = True
+            first_rows.append(start)
+            start += len(opts)
+        return candidate_log_softmax(scores, valid), scored.values[first_rows]

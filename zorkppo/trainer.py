@@ -1,0 +1,319 @@
+"""Multi-turn PPO against live games. Read `train` top to bottom; the math is in ppo.py.
+
+One iteration: every game plays `rollout_turns` turns (one batched policy call per turn
+for all games), rewards are shaped, GAE runs per game over its turns (bootstrapped by the
+value of the state it stopped in), then `ppo_epochs` passes of minibatch updates.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from zorkppo import ppo
+from zorkppo.envs import VecGames
+from zorkppo.game import GameState
+from zorkppo.policy import Policy, Sample
+from zorkppo.prompt import render_prompt
+from zorkppo.rewards import TERMS, EpisodeTracker
+
+
+@dataclass
+class RolloutState:
+    """Where every game is between iterations; pickled into checkpoints for exact resume."""
+
+    trackers: list[EpisodeTracker]
+    states: list[GameState]
+    episodes_started: int
+    finished_scores: list[int] = field(default_factory=list)
+
+
+def start_rollout(games: VecGames, history_turns: int) -> RolloutState:
+    states = games.call("reset")
+    trackers = [EpisodeTracker(history_turns, episode=i) for i in range(games.count)]
+    for tracker, state in zip(trackers, states, strict=True):
+        tracker.start(state)
+    return RolloutState(trackers, states, games.count)
+
+
+def prompts_for(rollout: RolloutState, tokenizer) -> list[str]:
+    return [
+        render_prompt(s.description, s.inventory, list(t.history), tokenizer)
+        for s, t in zip(rollout.states, rollout.trackers, strict=True)
+    ]
+
+
+def candidates_for(games: VecGames, max_candidates: int, rng: random.Random) -> list[list[str]]:
+    """Valid actions per game, capped at max_candidates by a seeded draw."""
+    out = []
+    for actions in games.call("valid_actions"):
+        actions = actions or ["look"]
+        out.append(
+            sorted(rng.sample(actions, max_candidates))
+            if len(actions) > max_candidates
+            else actions
+        )
+    return out
+
+
+def play_turns(
+    policy: Policy, games: VecGames, rollout: RolloutState, cfg, generator, rng
+) -> tuple[list, list]:
+    """Play cfg.rollout_turns turns in every game. Returns samples [T][N] and turn records [T][N]."""
+    samples, records = [], []
+    for _ in range(cfg.rollout_turns):
+        prompts = prompts_for(rollout, policy.tokenizer)
+        if cfg.action_mode == "rank":
+            turn = policy.act_rank(
+                prompts, candidates_for(games, cfg.max_candidates, rng), generator
+            )
+        else:
+            turn = policy.act_generate(prompts, generator)
+        commands = [s.command or "look" for s in turn]  # an empty generation still costs a turn
+        after = games.call("step", [(c,) for c in commands])
+        turn_records, resets = [], []
+        for i, state in enumerate(after):
+            tracker = rollout.trackers[i]
+            terms = tracker.record(rollout.states[i], commands[i], state, cfg.rewards)
+            done = state.done or tracker.steps >= cfg.max_steps
+            turn_records.append(
+                {
+                    "env": i,
+                    "episode": tracker.episode,
+                    "step": tracker.steps - 1,
+                    "command": commands[i],
+                    "game_score": state.score,
+                    "location": state.location,
+                    "done": done,
+                    "reward": sum(terms.values()),
+                    **terms,
+                }
+            )
+            rollout.states[i] = state
+            if done:
+                rollout.finished_scores.append(state.score)
+                resets.append(i)
+        for i, state in zip(
+            resets, games.call("reset", only=resets) if resets else [], strict=True
+        ):
+            rollout.trackers[i].episode = rollout.episodes_started
+            rollout.episodes_started += 1
+            rollout.trackers[i].start(state)
+            rollout.states[i] = state
+        samples.append(turn)
+        records.append(turn_records)
+    return samples, records
+
+
+def advantages_per_game(
+    records, samples, last_values, gamma, lam
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE down each game's column of turns; returns [T, N] advantages and returns."""
+    rewards = torch.tensor([[r["reward"] for r in row] for row in records], dtype=torch.float32)
+    dones = torch.tensor([[float(r["done"]) for r in row] for row in records])
+    values = torch.tensor([[s.value for s in row] for row in samples], dtype=torch.float32)
+    advantages, returns = torch.zeros_like(rewards), torch.zeros_like(rewards)
+    for i in range(rewards.shape[1]):
+        advantages[:, i], returns[:, i] = ppo.gae(
+            rewards[:, i], values[:, i], dones[:, i], last_values[i], gamma, lam
+        )
+    return advantages, returns
+
+
+def minibatch_terms(policy: Policy, batch: list[Sample], mode: str) -> dict[str, torch.Tensor]:
+    """New log-probs, values, entropy, KL to reference and JS to the rollout policy."""
+    prompts = [s.prompt_ids for s in batch]
+    if mode == "rank":
+        dist, values = policy.rank_distribution(prompts, [s.options for s in batch])
+        chosen = torch.tensor([s.chosen for s in batch], device=dist.device)
+        logprob = dist.gather(1, chosen[:, None]).squeeze(1)
+        old = _pad_rows([s.old_dist[0] for s in batch], -math.inf).to(dist.device)
+        ref = _pad_rows([s.ref_dist for s in batch], -math.inf).to(dist.device)
+        valid = torch.isfinite(ref)
+        # masked_fill, not where: a -inf inside an unselected branch still sends NaN gradients
+        new_safe, ref_safe = dist.masked_fill(~valid, 0.0), ref.masked_fill(~valid, 0.0)
+        kl = (valid * new_safe.exp() * (new_safe - ref_safe)).sum(-1).mean()
+        return {
+            "logprob": logprob,
+            "values": values,
+            "entropy": ppo.categorical_entropy(dist).mean(),
+            "kl": kl,
+            "js": ppo.js_divergence(old, dist).mean(),
+        }
+    scored = policy.forward(prompts, [s.options[0] for s in batch], full=True)
+    mask = scored.mask
+    ref = _pad_rows([s.ref_dist for s in batch], 0.0).to(mask.device)
+    kl = ppo.masked_mean(ppo.kl_k3_per_token(scored.token_logp, ref), mask)
+    top_ids = _pad_rows([s.old_dist[0] for s in batch], 0).long().to(mask.device)
+    old_top = _pad_rows([s.old_dist[1] for s in batch], 0.0).to(mask.device)
+    new_top = scored.logp_full.gather(-1, top_ids)
+    js = ppo.js_divergence(_with_rest(old_top), _with_rest(new_top))
+    return {
+        "logprob": ppo.sequence_logprob(scored.token_logp, mask),
+        "values": scored.values,
+        "entropy": ppo.masked_mean(ppo.categorical_entropy(scored.logp_full), mask),
+        "kl": kl,
+        "js": ppo.masked_mean(js, mask),
+    }
+
+
+def _with_rest(top_logp: torch.Tensor) -> torch.Tensor:
+    """Top-k log-probs plus one bucket for the remaining mass: a proper k+1 distribution."""
+    rest = torch.log1p(-top_logp.exp().sum(-1, keepdim=True).clamp(max=1 - 1e-6))
+    return torch.cat([top_logp, rest], dim=-1)
+
+
+def _pad_rows(rows: list[torch.Tensor], value) -> torch.Tensor:
+    width = max(r.shape[0] for r in rows)
+    out = torch.full((len(rows), width, *rows[0].shape[1:]), value, dtype=rows[0].dtype)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r
+    return out
+
+
+def ppo_update(
+    policy, optimizer, samples, advantages, returns, cfg, kl_coef, update_step, total_updates, rng
+):
+    """cfg.ppo_epochs passes of clipped-PPO minibatch updates. Returns (stats, updates done)."""
+    flat = [s for row in samples for s in row]
+    adv = advantages.flatten()
+    adv = ppo.normalize(adv) if cfg.normalize_advantages else adv
+    ret = returns.flatten()
+    old_logprob = torch.tensor([s.logprob for s in flat])
+    old_values = torch.tensor([s.value for s in flat])
+    params = policy.trainable_parameters()
+    stats: dict[str, list[float]] = {}
+    updates = 0
+    for _epoch in range(cfg.ppo_epochs):
+        order = list(range(len(flat)))
+        rng.shuffle(order)
+        epoch_kl = []
+        for start in range(0, len(order), cfg.minibatch_size):
+            idx = order[start : start + cfg.minibatch_size]
+            clip = ppo.clip_range(
+                update_step + updates, cfg.clip_start, cfg.clip_floor, cfg.clip_horizon
+            )
+            ent_coef = ppo.entropy_coef(update_step + updates, cfg.entropy_coef, total_updates)
+            terms = minibatch_terms(policy, [flat[i] for i in idx], cfg.action_mode)
+            device = terms["logprob"].device
+            pg_loss, clip_frac, approx_kl = ppo.policy_loss(
+                terms["logprob"], old_logprob[idx].to(device), adv[idx].to(device), clip
+            )
+            v_loss = ppo.value_loss(
+                terms["values"], old_values[idx].to(device), ret[idx].to(device), cfg.value_clip
+            )
+            loss = (
+                pg_loss
+                + cfg.value_coef * v_loss
+                - ent_coef * terms["entropy"]
+                + kl_coef * terms["kl"]
+                + cfg.js_coef * terms["js"]
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            updates += 1
+            epoch_kl.append(float(approx_kl))
+            for name, value in (
+                ("loss/policy", pg_loss),
+                ("loss/value", v_loss),
+                ("entropy", terms["entropy"]),
+                ("kl_ref", terms["kl"]),
+                ("js", terms["js"]),
+                ("clip_fraction", clip_frac),
+                ("approx_kl", approx_kl),
+                ("grad_norm", grad_norm),
+                ("clip_range", clip),
+                ("entropy_coef", ent_coef),
+            ):
+                stats.setdefault(name, []).append(value.item() if torch.is_tensor(value) else value)
+        if sum(epoch_kl) / len(epoch_kl) > cfg.target_kl:
+            stats.setdefault("early_stop_epoch", []).append(_epoch)
+            break
+    return {k: sum(v) / len(v) for k, v in stats.items()}, updates
+
+
+def iteration_metrics(
+    samples, records, advantages, returns, update_stats, rollout, kl_coef, seconds, turns
+):
+    values = torch.tensor([[s.value for s in row] for row in samples])
+    flat = [r for row in records for r in row]
+    metrics = {
+        "score/current": sum(s.score for s in rollout.states) / len(rollout.states),
+        "score/turn_mean": sum(r["game_score"] for r in flat) / len(flat),
+        "return/mean": float(returns.mean()),
+        "reward/mean": sum(r["reward"] for r in flat) / len(flat),
+        "kl_coef": kl_coef,
+        "kl_rollout": sum(s.kl for row in samples for s in row) / len(flat),
+        "explained_variance": ppo.explained_variance(values.flatten(), returns.flatten()),
+        "invalid_command_rate": sum(r["valid_command"] == 0 for r in flat) / len(flat),
+        "env_steps_per_s": turns / seconds,
+        **{f"reward/{t}": sum(r[t] for r in flat) / len(flat) for t in TERMS},
+        **update_stats,
+    }
+    if rollout.finished_scores:
+        metrics["score/episode_mean"] = sum(rollout.finished_scores) / len(rollout.finished_scores)
+    return metrics
+
+
+def train_iteration(
+    policy, games, rollout, optimizer, controller, cfg, update_step, total_updates, generator, rng
+) -> tuple[dict, list[dict], int]:
+    """One PPO iteration, steps 1-5. Returns (metrics, turn records with advantages, updates)."""
+    policy.model.eval()  # dropout off: rollout and update must score actions identically
+    rollout.finished_scores = []
+    # 1. Rollout: every game plays rollout_turns turns; one batched policy call per turn.
+    started = time.perf_counter()
+    samples, records = play_turns(policy, games, rollout, cfg, generator, rng)
+    seconds = time.perf_counter() - started
+    # 2. Advantages: GAE per game, bootstrapped from the value of where each game stands now.
+    last_values = policy.values(policy.encode_prompts(prompts_for(rollout, policy.tokenizer)))
+    advantages, returns = advantages_per_game(
+        records, samples, last_values.cpu(), cfg.gamma, cfg.gae_lambda
+    )
+    # 3. Update: clipped PPO epochs over shuffled minibatches, early stop past target_kl.
+    update_stats, updates = ppo_update(
+        policy,
+        optimizer,
+        samples,
+        advantages,
+        returns,
+        cfg,
+        controller.coef,
+        update_step,
+        total_updates,
+        rng,
+    )
+    # 4. Adaptive KL coefficient from this rollout's measured KL to the reference.
+    metrics = iteration_metrics(
+        samples,
+        records,
+        advantages,
+        returns,
+        update_stats,
+        rollout,
+        controller.coef,
+        seconds,
+        len(samples) * games.count,
+    )
+    controller.update(metrics["kl_rollout"])
+    # 5. Turn-level records for the rollouts table.
+    rows = []
+    for t, (row, srow) in enumerate(zip(records, samples, strict=True)):
+        for i, (r, s) in enumerate(zip(row, srow, strict=True)):
+            rows.append(
+                {
+                    **r,
+                    "logprob": s.logprob,
+                    "ref_logprob": s.ref_logprob,
+                    "value": s.value,
+                    "advantage": float(advantages[t, i]),
+                    "return": float(returns[t, i]),
+                }
+            )
+    return metrics, rows, updates
