@@ -88,13 +88,14 @@ def zork_factory(rom_path: str, seed: int) -> Callable[[], ZorkGame]:
 class ToyRoom:
     """A one-room text game with one clearly best command.
 
-    `open chest` scores 10 and ends the episode; every other command scores 0. The room
-    text never changes, so the policy sees the same prompt each turn.
+    `pull` (the lever) scores 10 and ends the episode; every other command scores 0. The
+    room text never changes, so the policy sees the same prompt each turn. Commands are
+    single words so that, untrained, a ranking policy starts near uniform over them.
     """
 
-    DESCRIPTION = "Vault\nA small stone vault. A wooden chest sits in the corner."
-    COMMANDS = ("open chest", "look", "wait", "north", "sing", "jump", "listen", "smell")
-    BEST = "open chest"
+    DESCRIPTION = "Vault\nA small stone vault. A lever sticks out of the wall."
+    COMMANDS = ("pull", "look", "wait", "north", "sing", "jump", "listen", "smell")
+    BEST = "pull"
 
     def __init__(self, max_score: int = 10):
         self.max_score = max_score
@@ -122,7 +123,7 @@ class ToyRoom:
 
     def step(self, command: str) -> GameState:
         best = command == self.BEST
-        reply = "The chest opens: gold!" if best else "Nothing happens."
+        reply = "The lever moves; a door opens onto gold!" if best else "Nothing happens."
         self.state = self._state(reply, 10 if best else 0, best, self.state.moves + 1)
         return self.state
 
