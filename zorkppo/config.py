@@ -162,6 +162,20 @@ class PpoParams(Section):
     rewards: RewardParams = RewardParams()
 
 
+EVAL_AGENTS = ("random", "walkthrough", "base", "sft", "quantized", "ppo")
+
+
+class EvalParams(Section):
+    agents: list[Literal[EVAL_AGENTS]] = list(EVAL_AGENTS)
+    episodes: int = Field(3, ge=1)
+    max_steps: int = Field(100, ge=1)  # the Jericho literature's protocol
+    decoding: Literal["greedy", "sample"] = "sample"
+    temperature: float = Field(1.0, gt=0)
+    action_mode: Literal["generate", "rank"] = "generate"
+    max_candidates: int = Field(8, ge=2)
+    max_new_tokens: int = Field(8, ge=1)
+
+
 class Params(Section):
     seed: int = 0
     game: GameParams = GameParams()
@@ -172,6 +186,7 @@ class Params(Section):
     sft: SftParams = SftParams()
     quantize: QuantizeParams = QuantizeParams()
     ppo: PpoParams = PpoParams()
+    eval: EvalParams = EvalParams()
 
 
 def _describe(exc: ValidationError, source: str) -> str:

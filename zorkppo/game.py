@@ -4,8 +4,9 @@ Offline facts this module works around (see shared FACTS.md):
 - Jericho's object extraction loads spaCy's `en_core_web_sm` and tries to download it.
   We replace it with a regex that calls every word a noun; Jericho then keeps only the
   words in the game's dictionary, which gives the same valid-action classes.
-- Control characters in a command segfault or hang frotz with no Python exception, and
-  Jericho silently truncates commands of 198 bytes or more. `step` refuses both; use
+- Control characters in a command segfault or hang frotz with no Python exception, a
+  leading backslash is taken by dumb-frotz as an escape command, and Jericho silently
+  truncates commands of 198 bytes or more. `step` refuses both; use
   `clean_command` on free text (model output, keyboard input) first.
 - `get_valid_actions` costs ~0.3 s a call, so results are cached by world-state hash,
   and its choice of one command per equivalence class follows set order (varies with
@@ -28,7 +29,9 @@ from zorkppo.rom import verify_rom
 
 MAX_COMMAND_CHARS = 197  # Jericho truncates at >= 198 bytes; the game sees nothing past it.
 DEFAULT_GAME_SEED = 12  # The seed Jericho's Zork I walkthrough wins with (350/350).
-_PRINTABLE = set(string.printable) - set("\t\n\r\x0b\x0c")
+# Printable ASCII except backslash: dumb-frotz reads a line starting with "\\" as one of its
+# own escape commands ("unknown escape char ... Enter \\help"), not as game input.
+_PRINTABLE = set(string.printable) - set("\t\n\r\x0b\x0c\\")
 
 
 def _regex_extract_objs(text: str) -> set[tuple[str, str]]:
@@ -57,8 +60,9 @@ def check_command(command: str) -> str:
     bad = sorted({f"\\x{ord(ch):02x}" for ch in command if ch not in _PRINTABLE})
     if bad:
         raise CommandError(
-            f"game command {command[:40]!r} contains control/non-ASCII characters {', '.join(bad)} "
-            "that crash or hang the game engine: pass it through zorkppo.game.clean_command first"
+            f"game command {command[:40]!r} contains control, non-ASCII or backslash characters "
+            f"{', '.join(bad)} that crash, hang or escape the game engine: pass it through "
+            "zorkppo.game.clean_command first"
         )
     if len(command.encode()) > MAX_COMMAND_CHARS:
         raise CommandError(

@@ -15,3 +15,4 @@ QUANTIZE_REPORT = REPORTS / "quantize.json"
 PPO_MODEL = Path("models/ppo")
 ROLLOUTS = Path("data/rollouts")
 PPO_REPORTS = REPORTS / "ppo"
+EVAL_REPORTS = REPORTS / "eval"

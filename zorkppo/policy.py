@@ -183,8 +183,11 @@ class Policy:
                 use_cache=True,
             )
             cache = out.past_key_values
-            probs = F.softmax(out.logits[:, -1].float() / self.temperature, dim=-1)
-            next_ids = torch.multinomial(probs.cpu(), 1, generator=generator).to(self.device)
+            if generator is None:  # greedy decoding
+                next_ids = out.logits[:, -1].argmax(-1, keepdim=True)
+            else:
+                probs = F.softmax(out.logits[:, -1].float() / self.temperature, dim=-1)
+                next_ids = torch.multinomial(probs.cpu(), 1, generator=generator).to(self.device)
             for r, t in enumerate(next_ids[:, 0].tolist()):
                 if not finished[r]:
                     tokens[r].append(t)
@@ -195,6 +198,38 @@ class Policy:
             attention = torch.cat([attention, torch.ones_like(next_ids)], dim=1)
             positions = positions[:, -1:] + 1
         return tokens
+
+    @torch.no_grad()
+    def commands(
+        self,
+        prompts: list[str],
+        candidates: list[list[str]] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[str]:
+        """Just the commands (evaluation): generated, or ranked over `candidates`.
+        generator=None decodes greedily (argmax tokens, or the top-ranked candidate)."""
+        prompt_ids = self.encode_prompts(prompts)
+        if candidates is None:
+            return [
+                parse_command(self.tokenizer.decode(a, skip_special_tokens=True))
+                for a in self._sample_tokens(prompt_ids, generator)
+            ]
+        options = [
+            [
+                self.tokenizer(completion_text(c, self.tokenizer), add_special_tokens=False)[
+                    "input_ids"
+                ]
+                for c in cands
+            ]
+            for cands in candidates
+        ]
+        dist, _ = self.rank_distribution(prompt_ids, options)
+        picks = (
+            dist.argmax(-1)
+            if generator is None
+            else torch.multinomial(dist.exp().cpu(), 1, generator=generator)[:, 0]
+        )
+        return [cands[int(i)] for cands, i in zip(candidates, picks, strict=True)]
 
     @torch.no_grad()
     def act_rank(

@@ -1,0 +1,129 @@
+"""Evaluation: walkthrough ceiling, random baseline, metrics schema, README table, watch/play."""
+
+import io
+import json
+import sys
+
+import pytest
+
+from zorkppo import results_table
+from zorkppo.envs import VecGames, zork_factory
+from zorkppo.evaluate import (
+    pick_episodes,
+    play_episodes,
+    random_chooser,
+    summarize,
+    walkthrough_chooser,
+)
+from zorkppo.game import ZorkGame
+
+METRIC_KEYS = {
+    "episodes",
+    "score_mean",
+    "score_std",
+    "score_max",
+    "moves_mean",
+    "unique_locations_mean",
+    "valid_command_rate",
+    "deaths",
+}
+
+
+@pytest.fixture(scope="module")
+def games(rom_path):
+    with VecGames(zork_factory(str(rom_path), 12), 2) as vec:
+        yield vec
+
+
+def test_walkthrough_agent_scores_what_the_walkthrough_reaches(games, rom_path):
+    game = ZorkGame(rom_path)
+    game.reset()
+    walkthrough = game.walkthrough()
+    for command in walkthrough[:40]:
+        expected = game.step(command).score
+    rows = play_episodes("walkthrough", games, walkthrough_chooser(walkthrough), 40, 3)
+    summary = summarize(rows)
+    assert summary["score_mean"] == summary["score_max"] == expected and expected > 0
+    assert summary["score_std"] == 0 and summary["deaths"] == 0
+
+
+def test_random_agent_plays_within_the_game_range(games):
+    rows = play_episodes("random", games, random_chooser(seed=3), 15, 3)
+    summary = summarize(rows)
+    assert set(summary) == METRIC_KEYS
+    assert -10 <= summary["score_mean"] <= 350 and summary["unique_locations_mean"] >= 1
+    assert 0 <= summary["valid_command_rate"] <= 1 and summary["episodes"] == 2
+    again = play_episodes("random", games, random_chooser(seed=3), 15, 3)
+    assert [r["action"] for r in again] == [r["action"] for r in rows]  # seeded
+    picked = pick_episodes(rows)
+    assert picked["best"][-1]["score"] >= picked["median"][-1]["score"]
+
+
+def sample_metrics():
+    agent = {
+        "episodes": 3,
+        "score_mean": 12.5,
+        "score_std": 2.0,
+        "score_max": 15,
+        "moves_mean": 98.0,
+        "unique_locations_mean": 6.333,
+        "valid_command_rate": 0.4,
+        "deaths": 1,
+    }
+    protocol = {
+        "episodes": 3,
+        "max_steps": 100,
+        "game_seed": 12,
+        "seed": 0,
+        "decoding": "sample",
+        "action_mode": "generate",
+        "model_profile": "tiny",
+        "walkthrough_data_in_training": True,
+    }
+    return {"protocol": protocol, "agents": {"random": agent, "ppo": {**agent, "score_mean": 20.0}}}
+
+
+def test_results_table_renders_and_checks(tmp_path):
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text(json.dumps(sample_metrics()))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{results_table.START}\nold\n{results_table.END}\ntail\n")
+    args = ["--metrics", str(metrics), "--readme", str(readme)]
+    assert results_table.main([*args, "--check"]) == 1
+    assert results_table.main(args) == 0
+    text = readme.read_text()
+    assert "| random | 12.5 ± 2.0 | 15 | 98 | 6.3 | 40% | 1 |" in text
+    assert "| ppo | 20.0 ± 2.0 |" in text and text.endswith("tail\n")
+    assert (
+        "at most 100 steps each, game seed 12" in text
+        and "walkthrough data used in training: yes" in text
+    )
+    assert results_table.main([*args, "--check"]) == 0
+
+
+def test_readme_table_matches_committed_metrics():
+    """README's results come from reports/eval/metrics.json through the script, not by hand."""
+    assert results_table.main(["--check"]) == 0
+
+
+def test_watch_and_human_play(project, monkeypatch):
+    from zorkppo import play
+    from zorkppo.records import TRAJECTORIES, read_table
+
+    project.write_params({})
+    screen = io.StringIO()
+    play.watch(
+        "walkthrough",
+        play.load_params("params.yaml"),
+        max_steps=3,
+        delay=0,
+        greedy=True,
+        out=screen,
+    )
+    assert "> N" in screen.getvalue() and "final score 0 after 3 turns" in screen.getvalue()
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO("open mailbox\ntake leaflet\n"))
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    play.main(["--human", "--record", "human.parquet"])
+    table = read_table("human.parquet", TRAJECTORIES).to_pandas()
+    assert list(table.action) == ["open mailbox", "take leaflet"] and set(table.source) == {"human"}

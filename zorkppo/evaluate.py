@@ -1,0 +1,266 @@
+"""Evaluation: agents play batched episodes; metrics, Markdown transcripts and plots.
+
+All of an agent's episodes run at once (one game per worker process), so a language-model
+agent makes one batched call per turn. Episodes end at death, victory or `max_steps`.
+A command is counted valid when it changed the world (Jericho's own notion of a valid
+action), which needs no extra valid-action search.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+
+from zorkppo import paths
+from zorkppo.envs import VecGames
+from zorkppo.game import GameState
+from zorkppo.model import load_causal_lm, load_tokenizer
+from zorkppo.policy import Policy, ValueHead
+from zorkppo.prompt import Turn, render_prompt
+from zorkppo.records import TableSchema, atomic_path
+from zorkppo.rewards import EpisodeTracker
+
+EPISODES = TableSchema(
+    name="eval_episodes",
+    version=1,
+    arrow=pa.schema(
+        [
+            ("agent", pa.string()),
+            ("episode", pa.int32()),
+            ("step", pa.int32()),
+            ("location", pa.string()),
+            ("observation", pa.string()),
+            ("action", pa.string()),
+            ("reply", pa.string()),
+            ("reward", pa.int32()),
+            ("score", pa.int32()),
+            ("moves", pa.int32()),
+            ("done", pa.bool_()),
+            ("died", pa.bool_()),
+            ("world_changed", pa.bool_()),
+        ]
+    ),
+)
+
+# agent -> (model directory, adapter directory or None)
+MODEL_AGENTS = {
+    "base": (paths.BASE_MODEL, None),
+    "sft": (paths.BASE_MODEL, paths.SFT_ADAPTER),
+    "quantized": (paths.QUANTIZED_MODEL, None),
+    "ppo": (paths.QUANTIZED_MODEL, paths.PPO_MODEL / "adapter"),
+}
+
+
+def load_agent_policy(agent: str, params, device) -> Policy:
+    model_dir, adapter = MODEL_AGENTS[agent]
+    model = load_causal_lm(model_dir, device, params.model.dtype)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    tokenizer = load_tokenizer(model_dir)
+    # The value head is unused when only choosing commands.
+    return Policy(
+        model,
+        tokenizer,
+        ValueHead(model.config.hidden_size).to(device),
+        params.ppo.max_prompt_tokens,
+        params.eval.max_new_tokens,
+        params.eval.temperature,
+    )
+
+
+# chooser(active game indices, their states, their trackers, games) -> one command each
+Chooser = Callable[[list[int], list[GameState], list[EpisodeTracker], VecGames], list[str]]
+
+
+def play_episodes(
+    agent: str, games: VecGames, choose: Chooser, max_steps: int, history_turns: int
+) -> list[dict]:
+    states = games.call("reset")
+    trackers = [EpisodeTracker(history_turns, episode=i) for i in range(games.count)]
+    for tracker, state in zip(trackers, states, strict=True):
+        tracker.start(state)
+    active, rows = list(range(games.count)), []
+    for step in range(max_steps):
+        if not active:
+            break
+        commands = [
+            c or "look"
+            for c in choose(
+                active, [states[i] for i in active], [trackers[i] for i in active], games
+            )
+        ]
+        after = games.call("step", [(c,) for c in commands], only=active)
+        for i, command, state in zip(active, commands, after, strict=True):
+            before = states[i]
+            trackers[i].steps += 1
+            trackers[i].history.append(Turn(command, state.observation))
+            rows.append(
+                {
+                    "agent": agent,
+                    "episode": i,
+                    "step": step,
+                    "location": before.location,
+                    "observation": before.observation,
+                    "action": command,
+                    "reply": state.observation,
+                    "reward": state.reward,
+                    "score": state.score,
+                    "moves": state.moves,
+                    "done": state.done,
+                    "died": state.died,
+                    "world_changed": state.world_hash != before.world_hash,
+                }
+            )
+            states[i] = state
+        active = [i for i in active if not states[i].done]
+    return rows
+
+
+def random_chooser(seed: int) -> Chooser:
+    rngs: dict[int, random.Random] = {}
+
+    def choose(active, states, trackers, games):
+        valid = games.call("valid_actions", only=active)
+        return [
+            rngs.setdefault(i, random.Random(seed * 1000 + i)).choice(v or ["look"])
+            for i, v in zip(active, valid, strict=True)
+        ]
+
+    return choose
+
+
+def walkthrough_chooser(walkthrough: list[str]) -> Chooser:
+    def choose(active, states, trackers, games):
+        return [walkthrough[t.steps] if t.steps < len(walkthrough) else "look" for t in trackers]
+
+    return choose
+
+
+def policy_chooser(policy, tokenizer, generator, action_mode: str, max_candidates: int) -> Chooser:
+    def choose(active, states, trackers, games):
+        prompts = [
+            render_prompt(s.description, s.inventory, list(t.history), tokenizer)
+            for s, t in zip(states, trackers, strict=True)
+        ]
+        candidates = None
+        if action_mode == "rank":
+            candidates = [
+                sorted(v)[:max_candidates] or ["look"]
+                for v in games.call("valid_actions", only=active)
+            ]
+        return policy.commands(prompts, candidates, generator)
+
+    return choose
+
+
+def summarize(rows: list[dict]) -> dict:
+    episodes: dict[int, list[dict]] = {}
+    for row in rows:
+        episodes.setdefault(row["episode"], []).append(row)
+    finals = [ep[-1]["score"] for ep in episodes.values()]
+    return {
+        "episodes": len(episodes),
+        "score_mean": statistics.fmean(finals),
+        "score_std": statistics.pstdev(finals),
+        "score_max": max(finals),
+        "moves_mean": statistics.fmean(ep[-1]["moves"] for ep in episodes.values()),
+        "unique_locations_mean": statistics.fmean(
+            len({r["location"] for r in ep}) for ep in episodes.values()
+        ),
+        "valid_command_rate": sum(r["world_changed"] for r in rows) / len(rows),
+        "deaths": sum(ep[-1]["died"] for ep in episodes.values()),
+    }
+
+
+def pick_episodes(rows: list[dict]) -> dict[str, list[dict]]:
+    """The best episode (highest final score, earliest on ties) and the median one."""
+    episodes: dict[int, list[dict]] = {}
+    for row in rows:
+        episodes.setdefault(row["episode"], []).append(row)
+    ranked = sorted(episodes.values(), key=lambda ep: (ep[-1]["score"], -ep[0]["episode"]))
+    return {"best": ranked[-1], "median": ranked[(len(ranked) - 1) // 2]}
+
+
+def transcript_markdown(agent: str, which: str, episode: list[dict], protocol: str) -> str:
+    last = episode[-1]
+    ending = "died" if last["died"] else ("won" if last["done"] else "step limit")
+    lines = [
+        f"# {agent}: {which} episode (#{last['episode']}): score {last['score']} in {len(episode)} turns ({ending})",
+        "",
+        protocol,
+        "",
+        "```text",
+        episode[0]["observation"].strip(),
+        "```",
+        "",
+    ]
+    for row in episode:
+        lines += [
+            f"**Turn {row['step'] + 1}** · {row['location']} · score {row['score']}",
+            "",
+            "```text",
+            f"> {row['action']}",
+            row["reply"].strip(),
+            "```",
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def write_text(text: str, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def bar_chart(metrics: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(metrics)
+    means = [metrics[n]["score_mean"] for n in names]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(
+        names,
+        means,
+        yerr=[metrics[n]["score_std"] for n in names],
+        capsize=4,
+        color="#4c72b0",
+        label="mean ± std",
+    )
+    ax.scatter(
+        names, [metrics[n]["score_max"] for n in names], color="#dd8452", zorder=3, label="max"
+    )
+    ax.set_ylabel("Zork I score")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)
+
+
+def curve_chart(series: dict[str, list[tuple[int, float]]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for label, points in series.items():
+        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
+    ax.set_xlabel("PPO iteration")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    plt.close(fig)

@@ -1,0 +1,76 @@
+"""README's results table, generated from reports/eval/metrics.json (never typed by hand).
+
+python -m zorkppo.results_table          # rewrite the table between the markers in README.md
+python -m zorkppo.results_table --check  # exit 1 if README.md's table is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+COLUMNS = ["agent", "score (mean ± std)", "max", "moves", "rooms", "valid commands", "deaths"]
+
+
+def render(metrics: dict) -> str:
+    p = metrics["protocol"]
+    lines = [
+        f"Protocol: {p['episodes']} episodes per agent, at most {p['max_steps']} steps each, game seed "
+        f"{p['game_seed']}, run seed {p['seed']}, {p['decoding']} decoding ({p['action_mode']} mode), model "
+        f"profile `{p['model_profile']}`, walkthrough data used in training: "
+        f"{'yes' if p['walkthrough_data_in_training'] else 'no'}.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for agent, m in metrics["agents"].items():
+        cells = [
+            agent,
+            f"{m['score_mean']:.1f} ± {m['score_std']:.1f}",
+            str(m["score_max"]),
+            f"{m['moves_mean']:.0f}",
+            f"{m['unique_locations_mean']:.1f}",
+            f"{m['valid_command_rate']:.0%}",
+            str(m["deaths"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def replace_section(readme: str, table: str) -> str:
+    if START not in readme or END not in readme:
+        raise SystemExit(f"README.md has no {START} ... {END} section to fill")
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{table}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--metrics", default="reports/eval/metrics.json")
+    parser.add_argument("--readme", default="README.md")
+    parser.add_argument(
+        "--check", action="store_true", help="only check that README.md is up to date"
+    )
+    args = parser.parse_args(argv)
+    readme = Path(args.readme).read_text()
+    updated = replace_section(readme, render(json.loads(Path(args.metrics).read_text())))
+    if args.check:
+        if updated != readme:
+            print(
+                f"{args.readme}: results table is out of date: run python -m zorkppo.results_table",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    Path(args.readme).write_text(updated)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
