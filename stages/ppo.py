@@ -56,6 +56,14 @@ def log_metrics(live: Live, metrics: dict) -> None:
     live.next_step()
 
 
+def log_timing(iteration: int, steps_per_s: float, fresh: bool) -> None:
+    """Game turns per second, per iteration, in a log that DVC does not track (see dvc.yaml plots)."""
+    paths.PPO_TIMING.parent.mkdir(parents=True, exist_ok=True)
+    with open(paths.PPO_TIMING, "w" if fresh else "a") as f:
+        f.write("step\tenv_steps_per_s\n" if fresh else "")
+        f.write(f"{iteration}\t{steps_per_s:.3f}\n")
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -129,6 +137,9 @@ def main(argv: list[str] | None = None) -> None:
                 paths.ROLLOUTS / f"iteration_{iteration:04d}.parquet",
                 ROLLOUTS,
             )
+            # Wall-clock numbers stay out of DVC-tracked outputs, which must be bit-identical.
+            steps_per_s = metrics.pop("env_steps_per_s")
+            log_timing(iteration, steps_per_s, fresh=iteration == 0)
             history.append(metrics)
             log_metrics(live, metrics)
             print(

@@ -55,11 +55,13 @@ def run_ppo(root, wait=True):
 
 
 def outputs(root) -> dict[str, bytes]:
-    files = sorted((root / "data/rollouts").glob("*.parquet")) + [
-        root / "models/ppo/adapter/adapter_model.safetensors",
-        root / "models/ppo/value_head.safetensors",
+    """Every file the ppo stage declares in dvc.yaml (all must be bit-identical across runs)."""
+    files = [
+        f
+        for d in ("data/rollouts", "models/ppo", "reports/ppo")
+        for f in sorted((root / d).rglob("*"))
     ]
-    return {f.name: f.read_bytes() for f in files}
+    return {str(f.relative_to(root)): f.read_bytes() for f in files if f.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +73,14 @@ def first_run(ppo_project):
 def test_ppo_stage_writes_its_artifacts(ppo_project, first_run):
     out, files = first_run
     assert "iteration 3/3" in out and "resuming" not in out
-    assert sorted(files) == [
+    names = {f.split("/")[-1] for f in files}
+    expected = {
         "adapter_model.safetensors",
-        "iteration_0000.parquet",
-        "iteration_0001.parquet",
-        "iteration_0002.parquet",
         "value_head.safetensors",
-    ]
+        "checkpoint.pt",
+        "metrics.json",
+    }
+    assert expected | {f"iteration_000{i}.parquet" for i in range(3)} <= names
     table = read_table(ppo_project / "data/rollouts/iteration_0001.parquet", ROLLOUTS).to_pandas()
     assert len(table) == PPO["num_envs"] * PPO["rollout_turns"] and set(table.iteration) == {1}
     assert (
@@ -94,9 +97,13 @@ def test_ppo_stage_writes_its_artifacts(ppo_project, first_run):
         "entropy",
         "explained_variance",
         "invalid_command_rate",
-        "env_steps_per_s",
     ):
         assert (ppo_project / f"reports/ppo/plots/metrics/{name}.tsv").is_file(), name
+    assert not (
+        ppo_project / "reports/ppo/plots/metrics/env_steps_per_s.tsv"
+    ).exists()  # wall-clock: untracked
+    timing = (ppo_project / "reports/timing/ppo_env_steps_per_s.tsv").read_text().splitlines()
+    assert timing[0] == "step\tenv_steps_per_s" and len(timing) == 1 + PPO["iterations"]
 
 
 def test_rerun_after_completion_starts_over_and_is_deterministic(ppo_project, first_run):
@@ -126,3 +133,35 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint(ppo_project, first_run
     assert outputs(ppo_project) == first_run[1]
     curve = (ppo_project / "reports/ppo/plots/metrics/score/current.tsv").read_text().splitlines()
     assert len(curve) == 1 + PPO["iterations"]
+
+
+def test_evaluate_stage_reports_and_is_deterministic(ppo_project, first_run):
+    import json
+
+    from stages import evaluate
+
+    params = yaml.safe_load((ppo_project / "params.yaml").read_text())
+    params["eval"] = {"episodes": 2, "max_steps": 4, "max_new_tokens": 4}
+    ppo_project.write_params(params)
+    report = ppo_project / "reports/eval"
+    tracked = [
+        "metrics.json",
+        "episodes.parquet",
+        "scores.png",
+        "ppo_curve.png",
+        "transcripts/ppo_best.md",
+    ]
+    runs = []
+    for _ in range(2):
+        with contextlib.chdir(ppo_project):
+            evaluate.main([])
+        runs.append({name: (report / name).read_bytes() for name in tracked})
+    assert runs[0] == runs[1]
+    metrics = json.loads(runs[0]["metrics.json"])
+    assert list(metrics["agents"]) == ["base", "ppo", "quantized", "random", "sft", "walkthrough"]
+    assert (
+        metrics["protocol"]["max_steps"] == 4 and metrics["agents"]["walkthrough"]["score_max"] == 0
+    )
+    assert runs[0]["scores.png"].startswith(b"\x89PNG")
+    transcript = runs[0]["transcripts/ppo_best.md"].decode()
+    assert transcript.startswith("# ppo: best episode") and "Protocol: 2 episodes" in transcript

@@ -170,7 +170,7 @@ class EvalParams(Section):
     episodes: int = Field(3, ge=1)
     max_steps: int = Field(100, ge=1)  # the Jericho literature's protocol
     decoding: Literal["greedy", "sample"] = "sample"
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(0.7, gt=0)
     action_mode: Literal["generate", "rank"] = "generate"
     max_candidates: int = Field(8, ge=2)
     max_new_tokens: int = Field(8, ge=1)

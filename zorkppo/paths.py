@@ -15,4 +15,5 @@ QUANTIZE_REPORT = REPORTS / "quantize.json"
 PPO_MODEL = Path("models/ppo")
 ROLLOUTS = Path("data/rollouts")
 PPO_REPORTS = REPORTS / "ppo"
+PPO_TIMING = REPORTS / "timing/ppo_env_steps_per_s.tsv"  # not a DVC output: wall-clock
 EVAL_REPORTS = REPORTS / "eval"

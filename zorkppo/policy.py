@@ -114,7 +114,8 @@ class Policy:
         else:
             out = self.model(input_ids=ids, attention_mask=attention, output_hidden_states=True)
         logits = out.logits.gather(1, positions[..., None].expand(-1, -1, out.logits.shape[-1]))
-        logp_full = F.log_softmax(logits.float(), dim=-1)
+        # Same tempered distribution the sampler draws from, so PPO's ratios are on-policy.
+        logp_full = F.log_softmax(logits.float() / self.temperature, dim=-1)
         token_logp = logp_full.gather(-1, option_ids[..., None]).squeeze(-1).masked_fill(~mask, 0.0)
         if reference:
             values = torch.zeros(len(rows), device=self.device)

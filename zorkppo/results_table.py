@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from zorkppo.config import EVAL_AGENTS
+
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 COLUMNS = ["agent", "score (mean ± std)", "max", "moves", "rooms", "valid commands", "deaths"]
 
@@ -26,7 +28,11 @@ def render(metrics: dict) -> str:
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
-    for agent, m in metrics["agents"].items():
+    order = [a for a in EVAL_AGENTS if a in metrics["agents"]] + sorted(
+        set(metrics["agents"]) - set(EVAL_AGENTS)
+    )
+    for agent in order:
+        m = metrics["agents"][agent]
         cells = [
             agent,
             f"{m['score_mean']:.1f} ± {m['score_std']:.1f}",
