@@ -1,6 +1,7 @@
 """The ppo stage on the tiny pipeline: artifacts, determinism, and exact resume after SIGKILL."""
 
 import contextlib
+import io
 import os
 import signal
 import subprocess
@@ -129,8 +130,30 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint(ppo_project, first_run
     assert "resuming at iteration" in out, out
     resumed_at = int(out.split("resuming at iteration ")[1].split()[0])
     assert 1 <= resumed_at < PPO["iterations"]
-    # Nothing lost, nothing repeated, and bit-identical to the uninterrupted run.
-    assert outputs(ppo_project) == first_run[1]
+    # Nothing lost, nothing repeated, and bit-identical to the uninterrupted run: every
+    # artifact byte for byte; the checkpoint by content (a pickle's object sharing differs
+    # after a restore, so its bytes may too).
+    resumed = outputs(ppo_project)
+    checkpoint_bytes = "models/ppo/checkpoint.pt"
+    assert {k: v for k, v in resumed.items() if k != checkpoint_bytes} == {
+        k: v for k, v in first_run[1].items() if k != checkpoint_bytes
+    }
+    after, before = (
+        torch.load(io.BytesIO(x[checkpoint_bytes]), weights_only=False)
+        for x in (resumed, first_run[1])
+    )
+    for key in (
+        "iteration",
+        "update_step",
+        "history",
+        "controller",
+        "complete",
+        "fingerprint",
+        "rng",
+    ):
+        assert after[key] == before[key], key
+    assert all(torch.equal(after["adapter"][k], before["adapter"][k]) for k in before["adapter"])
+    assert torch.equal(after["generator"], before["generator"])
     curve = (ppo_project / "reports/ppo/plots/metrics/score/current.tsv").read_text().splitlines()
     assert len(curve) == 1 + PPO["iterations"]
 
@@ -160,7 +183,8 @@ def test_evaluate_stage_reports_and_is_deterministic(ppo_project, first_run):
     metrics = json.loads(runs[0]["metrics.json"])
     assert list(metrics["agents"]) == ["base", "ppo", "quantized", "random", "sft", "walkthrough"]
     assert (
-        metrics["protocol"]["max_steps"] == 4 and metrics["agents"]["walkthrough"]["score_max"] == 0
+        metrics["protocol"]["max_steps"] == 4
+        and metrics["agents"]["walkthrough"]["score_max"] == 5  # N, N, U, Get egg (+5)
     )
     assert runs[0]["scores.png"].startswith(b"\x89PNG")
     transcript = runs[0]["transcripts/ppo_best.md"].decode()

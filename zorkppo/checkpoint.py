@@ -9,6 +9,7 @@ finished run, or one with other params, starts over.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -41,8 +42,12 @@ def save(out_dir: Path, policy, state: dict) -> None:
         "adapter": get_peft_model_state_dict(policy.model),
         "value_head": policy.value_head.state_dict(),
     }
+    # Into memory first: torch.save names the zip's root folder after the file it writes to,
+    # and the temp file's random name would make identical checkpoints differ.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     with atomic_path(out_dir / CHECKPOINT) as tmp:
-        torch.save(payload, tmp)
+        tmp.write_bytes(buffer.getvalue())
 
 
 def load_resumable(out_dir: Path, expected_fingerprint: str) -> dict | None:

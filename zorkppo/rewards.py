@@ -38,13 +38,15 @@ class EpisodeTracker:
     episode: int = 0
     steps: int = 0
     history: deque = field(default_factory=deque)
-    locations: set = field(default_factory=set)
+    # A dict used as an ordered set: a pickled set's byte order follows the per-process string
+    # hash seed, which would make checkpoints differ between identical runs.
+    locations: dict = field(default_factory=dict)
     visits: Counter = field(default_factory=Counter)
 
     def start(self, state: GameState) -> None:
         self.steps = 0
         self.history = deque([Turn("", state.observation)], maxlen=self.history_turns)
-        self.locations = {state.location}
+        self.locations = {state.location: None}
         self.visits = Counter({state.world_hash: 1})
 
     def record(
@@ -53,7 +55,7 @@ class EpisodeTracker:
         self.steps += 1
         self.history.append(Turn(command, after.observation))
         new_location = after.location not in self.locations
-        self.locations.add(after.location)
+        self.locations[after.location] = None
         self.visits[after.world_hash] += 1
         return reward_terms(
             after.reward,
