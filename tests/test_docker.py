@@ -184,7 +184,7 @@ def local_debian_base() -> str:
         sh("tar", "--numeric-owner", "-C", rootfs, "-cf", f"{tarball}.tmp", ".")
         os.replace(f"{tarball}.tmp", tarball)
         shutil.rmtree(rootfs)
-    (CACHE / "Containerfile").write_text(f"FROM scratch\nADD {tarball.name} /\nCMD [\"bash\"]\n")
+    (CACHE / "Containerfile").write_text(f'FROM scratch\nADD {tarball.name} /\nCMD ["bash"]\n')
     sh(*BUILDAH, "bud", "--isolation", "chroot", "-t", BASE, "-f", CACHE / "Containerfile", CACHE)
     return BASE
 
@@ -222,8 +222,10 @@ def test_image_builds_on_debian_and_runs_the_pipeline(tmp_path, rom_path):
         pytest.skip("debootstrap and rootful buildah (vfs, chroot isolation) need root")
 
     base = local_debian_base()
-    build = [*BUILDAH, "bud", "--isolation", "chroot", "--layers", "-f", DOCKERFILE, "-t", IMAGE]
-    build += ["--build-arg", f"BASE_IMAGE={base}", "--build-arg", "EXTRAS=dev"]
+    # No --layers: with vfs every cached layer is a full copy of the file system (a peak of
+    # 40+ GB with them), and a run of this test should rebuild from scratch anyway.
+    build = [*BUILDAH, "bud", "--isolation", "chroot", "--pull=never", "-f", DOCKERFILE]
+    build += ["-t", IMAGE, "--build-arg", f"BASE_IMAGE={base}", "--build-arg", "EXTRAS=dev"]
     if ca := host_ca_bundle():
         build += ["-v", f"{ca}:/host-ca.crt:ro", "--build-arg", "PIP_CERT=/host-ca.crt"]
     if wheels := local_wheels():
@@ -234,8 +236,9 @@ def test_image_builds_on_debian_and_runs_the_pipeline(tmp_path, rom_path):
     size = sh(*BUILDAH, "images", "--format", "{{.Size}}", IMAGE).stdout.strip()
     print(f"\nimage {IMAGE}: built in {built_in:.0f} s, size {size}")
 
-    # A throwaway copy of the project (its own git repo, no artifacts) as the mounted /app,
-    # owned by root while the image runs as uid 1000: the "dubious ownership" case.
+    # A throwaway copy of the project (its own git repo with one commit, no artifacts) as the
+    # mounted /app. It belongs to root while the image runs as uid 1000 or a --user uid
+    # without a passwd entry: git's "dubious ownership" and DVC's getpass cases.
     project = copy_project(tmp_path / "proj")
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["collect"] = {
@@ -244,28 +247,42 @@ def test_image_builds_on_debian_and_runs_the_pipeline(tmp_path, rom_path):
         "workers": 2,
     }
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    sh("chmod", "-R", "a+rwX", project)
+    sh("git", "add", "-A", cwd=project)
+    sh("git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "init",
+       cwd=project)  # fmt: skip
+    containers: list[str] = []
 
-    container = sh(*BUILDAH, "from", "--pull-never", IMAGE).stdout.strip()
+    def run(*cmd, user: str | None = None, fresh: bool = False) -> subprocess.CompletedProcess:
+        """`buildah run` in the current container; `fresh`: in a new one, like `docker run`."""
+        if fresh or not containers:
+            containers.append(sh(*BUILDAH, "from", "--pull=never", IMAGE).stdout.strip())
+        sh("chmod", "-R", "a+rwX", project)  # whichever uid ran before, the next may write
+        options = ["-v", f"{project}:/app", "-v", f"{rom_path.parent}:/roms:ro"]
+        options += ["--env", f"ZORK_ROM=/roms/{rom_path.name}"]
+        options += ["--user", user] if user else []
+        return sh(*BUILDAH, "run", "--isolation", "chroot", *options, containers[-1], "--", *cmd)
+
     try:
-
-        def run(*cmd) -> str:
-            mounts = ["-v", f"{project}:/app", "-v", f"{rom_path.parent}:/roms:ro"]
-            env = ["--env", f"ZORK_ROM=/roms/{rom_path.name}"]
-            return sh(
-                *BUILDAH, "run", "--isolation", "chroot", *mounts, *env, container, "--", *cmd
-            ).stdout
-
-        assert run("id", "-u").strip() == "1000"
-        assert "compiler-free" in run("sh", "-c", "command -v gcc cc make || echo compiler-free")
+        assert run("id", "-u").stdout.strip() == "1000"
+        no_compiler = run("sh", "-c", "command -v gcc cc make || echo compiler-free")
+        assert no_compiler.stdout.strip() == "compiler-free"
         versions = run("python", "-c", "import jericho, torch, zorkppo; print(torch.__version__)")
-        assert versions.strip().startswith("2.13.0")
+        assert versions.stdout.strip().startswith("2.13.0")
         run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_game.py")
-        # The image's default command on a mounted checkout, through git/DVC as uid 1000.
+        # The image's default command on the mounted checkout.
         run("dvc", "repro", "collect")
+        assert (project / "data/trajectories.parquet").is_file()
+        # The README's cloud command: an experiment, as `--user "$(id -u):$(id -g)"` runs it.
+        # A fresh container, as each `docker run --rm` is: DVC keeps a per-container state
+        # database under /var/tmp that the previous uid would own.
+        out = run("dvc", "exp", "run", "collect", "-S", "collect.max_steps=4", user="1234:1234",
+                  fresh=True)  # fmt: skip
+        assert "Ran experiment" in out.stdout + out.stderr
     finally:
-        subprocess.run([*BUILDAH, "rm", container], capture_output=True)
+        for container in containers:
+            subprocess.run([*BUILDAH, "rm", container], capture_output=True)
+        subprocess.run([*BUILDAH, "rmi", IMAGE], capture_output=True)  # 2.5 GB; the base stays
 
     assert (project / "data/roms/zork1.z5").is_file()
-    assert (project / "data/trajectories.parquet").is_file()
+    assert yaml.safe_load((project / "params.yaml").read_text())["collect"]["max_steps"] == 4
     assert "collect" in yaml.safe_load((project / "dvc.lock").read_text())["stages"]

@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench.<name>` from the project root (see bench/README.md)."""

@@ -1,0 +1,470 @@
+"""One PPO iteration of a 7B-shaped Llama on one GPU: peak memory, generation speed, update time.
+
+    python -m bench.gpu                      # needs CUDA: Llama-2-7B shapes, random weights
+    python -m bench.gpu --variants int8      # only the 8-bit run
+    python -m bench.gpu --dry-run            # CPU smoke test: 2 small layers, same code path
+
+The model has Llama-2-7B's dimensions (hidden 4096, 32 layers, 32 heads, intermediate
+11008, vocab 32000) and RANDOM weights (std 0.02, norms 1): nothing is downloaded. It is
+built on the meta device (no memory), its random bf16 weights are written shard by shard
+(each tensor made on the GPU, ~2 GB per safetensors shard, ~13.5 GB on disk) and then
+loaded exactly as the pipeline loads `models/quantized`: `zorkppo.model.load_causal_lm`
+with `BitsAndBytesConfig(load_in_8bit=True)` (quantized while loading, never whole in
+bf16 on the GPU) + `prepare_model_for_kbit_training`, or in bf16 for comparison; then LoRA
+r=8 on q_proj/v_proj and a ValueHead, as stages.ppo.build_policy does.
+
+Per variant (int8, bf16), after a warm-up call:
+  1. generation alone: Policy._sample_tokens for G prompts x 8 new tokens -> tokens/s;
+  2. one full PPO iteration (peak GPU memory measured over it): Policy.act_generate on the
+     G prompts of P tokens (8 games x 512 tokens by default), then trainer.ppo_update on
+     those G samples (params.yaml ppo settings; target_kl lifted so every epoch runs).
+The tokenizer is the project's byte-level BPE trained to 32000 tokens on game text plus
+synthetic words (a random model's ids all decode); prompts are real Zork I prompts when the
+ROM is found (otherwise fixed game-like text), extended on the left to >= P tokens and cut
+to P by Policy.encode_prompts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import table, write_report
+
+LLAMA2_7B = {"hidden": 4096, "layers": 32, "heads": 32, "intermediate": 11008, "vocab": 32000}
+DRY_RUN = {"hidden": 256, "layers": 2, "heads": 4, "intermediate": 704, "vocab": 2000}
+
+FALLBACK_TEXT = (
+    "West of House\nYou are standing in an open field west of a white house, with a boarded "
+    "front door. There is a small mailbox here.",
+    "North of House\nYou are facing the north side of a white house. There is no door here, "
+    "and all the windows are boarded up. To the north a narrow path winds through the trees.",
+    "Forest\nThis is a forest, with trees in all directions. To the east, there appears to be "
+    "sunlight.",
+)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--variants", default="int8,bf16", help="int8 and/or bf16")
+    parser.add_argument("--games", type=int, default=8, help="prompts per iteration (one per game)")
+    parser.add_argument("--prompt-tokens", type=int, default=512)
+    parser.add_argument("--new-tokens", type=int, default=8)
+    parser.add_argument("--lora-r", type=int, default=8)
+    parser.add_argument(
+        "--hidden", type=int, default=None, help="override model sizes (default Llama-2-7B)"
+    )
+    parser.add_argument("--layers", type=int, default=None)
+    parser.add_argument("--heads", type=int, default=None)
+    parser.add_argument("--intermediate", type=int, default=None)
+    parser.add_argument("--vocab", type=int, default=None)
+    parser.add_argument("--gen-repeats", type=int, default=3, help="generation timing: best of")
+    parser.add_argument(
+        "--workdir",
+        default=None,
+        help="where the random checkpoint is written (default a temp dir)",
+    )
+    parser.add_argument("--keep-checkpoint", action="store_true")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--rom", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--dry-run", action="store_true", help="CPU smoke test: small model, 2 games x 64 tokens"
+    )
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    sizes = DRY_RUN if args.dry_run else LLAMA2_7B
+    for key, value in sizes.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.dry_run:
+        if args.games == 8:
+            args.games = 2
+        if args.prompt_tokens == 512:
+            args.prompt_tokens = 64
+        args.gen_repeats = min(args.gen_repeats, 1)
+    return args
+
+
+# -- tokenizer and prompts ----------------------------------------------------------------
+def game_prompts(args, tokenizer=None) -> tuple[list[str], str]:
+    from bench.common import rom_path
+
+    try:
+        rom = rom_path(args.rom) if (args.rom or _rom_exists()) else None
+    except SystemExit:
+        rom = None
+    if rom:
+        from bench.tiny import record_game_text
+
+        text = record_game_text(rom, 30, 10, 3, args.seed)
+        return text.prompts + text.transcripts, "real Zork I states"
+    from zorkppo.prompt import Turn, render_prompt
+
+    prompts = [
+        render_prompt(
+            room, "You are empty-handed.", [Turn("", FALLBACK_TEXT[(i + 1) % 3])], tokenizer
+        )
+        for i, room in enumerate(FALLBACK_TEXT)
+    ]
+    return prompts + list(FALLBACK_TEXT), "fixed game-like text (no ROM found)"
+
+
+def _rom_exists() -> bool:
+    from bench.common import ROOT
+
+    return any(
+        p and Path(p).is_file()
+        for p in (
+            os.environ.get("ZORK_ROM"),
+            ROOT / "data/roms/zork1.z5",
+            ROOT.parent / "shared/roms/zork1.z5",
+        )
+    )
+
+
+def build_tokenizer(texts: list[str], vocab: int, seed: int):
+    """The project's BPE, trained to exactly `vocab` tokens: game text + synthetic words."""
+    from zorkppo.model import train_tokenizer
+
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    words = [
+        "".join(rng.choice(letters) for _ in range(rng.randint(3, 10)))
+        for _ in range(max(20000, 12 * vocab))
+    ]
+    filler = [" ".join(words[i : i + 50]) for i in range(0, len(words), 50)]
+    tokenizer = train_tokenizer(texts + filler, vocab)
+    if len(tokenizer) < vocab:  # not enough merges: pad with unused tokens so every id decodes
+        tokenizer.add_tokens([f"<unused{i}>" for i in range(vocab - len(tokenizer))])
+    return tokenizer
+
+
+def long_prompts(
+    prompts: list[str], filler: list[str], tokenizer, games: int, tokens: int
+) -> list[str]:
+    """`games` prompts of >= `tokens` tokens: earlier game text prepended to a real prompt."""
+    out = []
+    for g in range(games):
+        prompt = prompts[g % len(prompts)]
+        before = []
+        i = g
+        while (
+            len(tokenizer(" ".join(before) + prompt, add_special_tokens=False)["input_ids"])
+            < tokens
+        ):
+            before.insert(0, filler[i % len(filler)])
+            i += 1
+        out.append("\n".join(before) + "\n" + prompt)
+    return out
+
+
+# -- random checkpoint ------------------------------------------------------------------
+def llama_config(args, tokenizer):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-5,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+
+
+def write_random_checkpoint(
+    config, tokenizer, path: Path, device, seed: int, shard_bytes: int = 2 * 2**30
+) -> dict:
+    """Shapes from a meta-device model; each tensor drawn on `device`, written in bf16 shards."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import LlamaForCausalLM
+
+    with torch.device("meta"):
+        meta = LlamaForCausalLM(config)
+    shapes = {name: tuple(t.shape) for name, t in meta.state_dict().items()}
+    del meta
+    generator = torch.Generator(device=device).manual_seed(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    shard, shard_size, shards, weight_map, total = {}, 0, [], {}, 0
+
+    def flush():
+        nonlocal shard, shard_size
+        if shard:
+            name = f"model-{len(shards) + 1:05d}.safetensors"
+            save_file(shard, str(path / name), metadata={"format": "pt"})
+            shards.append(name)
+            for key in shard:
+                weight_map[key] = name
+            shard, shard_size = {}, 0
+
+    started = time.perf_counter()
+    for name, shape in shapes.items():
+        if name.endswith("norm.weight"):
+            tensor = torch.ones(shape, dtype=torch.bfloat16)
+        else:
+            tensor = (
+                (torch.randn(shape, generator=generator, device=device, dtype=torch.float32) * 0.02)
+                .to(torch.bfloat16)
+                .cpu()
+            )
+        size = tensor.numel() * 2
+        if shard_size + size > shard_bytes:
+            flush()
+        shard[name] = tensor
+        shard_size += size
+        total += size
+    flush()
+    # save_file names shards before knowing the count; rename to the -of- form transformers expects
+    final = {}
+    for i, name in enumerate(shards):
+        new = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        (path / name).rename(path / new)
+        final[name] = new
+    weight_map = {k: final[v] for k, v in weight_map.items()}
+    (path / "model.safetensors.index.json").write_text(
+        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=1)
+    )
+    config.torch_dtype = "bfloat16"
+    config.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return {
+        "bytes": total,
+        "shards": len(shards),
+        "seconds": time.perf_counter() - started,
+        "tensors": len(shapes),
+    }
+
+
+# -- one variant ------------------------------------------------------------------------
+def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args, device) -> dict:
+    import torch
+    from peft import prepare_model_for_kbit_training
+
+    from zorkppo.model import attach_lora, load_causal_lm, load_tokenizer
+    from zorkppo.policy import Policy, ValueHead
+    from zorkppo.quantize import quantization_config
+    from zorkppo.trainer import ppo_update
+
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    torch.manual_seed(args.seed)
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(checkpoint)
+    if variant == "int8":
+        model = load_causal_lm(
+            checkpoint,
+            device,
+            "bfloat16",
+            quantization_config(8, params.quantize.llm_int8_threshold),
+        )
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model = load_causal_lm(checkpoint, device, "bfloat16")
+    cfg = params.ppo.model_copy(
+        update={
+            "target_kl": 1e9,
+            "max_new_tokens": args.new_tokens,
+            "max_prompt_tokens": args.prompt_tokens,
+            "minibatch_size": max(args.games, 1),
+            "lora": params.ppo.lora.model_copy(
+                update={"r": args.lora_r, "target_modules": ["q_proj", "v_proj"]}
+            ),
+        }
+    )
+    model = attach_lora(
+        model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules
+    )
+    policy = Policy(
+        model,
+        tokenizer,
+        ValueHead(model.config.hidden_size).to(device),
+        cfg.max_prompt_tokens,
+        cfg.max_new_tokens,
+        cfg.temperature,
+        cfg.js_top_k,
+    )
+    model.eval()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync()
+    load_s = time.perf_counter() - started
+    load_peak = torch.cuda.max_memory_allocated() if cuda else 0
+    weights = torch.cuda.memory_allocated() if cuda else 0
+    generator = torch.Generator().manual_seed(args.seed)
+    prompt_ids = policy.encode_prompts(prompts)
+    assert all(len(p) == args.prompt_tokens for p in prompt_ids), [len(p) for p in prompt_ids]
+
+    policy.act_generate(prompts[:1], generator)  # warm-up: kernels, cuBLAS workspaces
+    sync()
+
+    # 1. generation alone (the sampling loop act_generate runs first)
+    gen = []
+    for _ in range(args.gen_repeats):
+        sync()
+        t = time.perf_counter()
+        tokens = policy._sample_tokens(prompt_ids, generator)
+        sync()
+        gen.append((time.perf_counter() - t, sum(map(len, tokens))))
+    gen_s, gen_tokens = min(gen)
+    # 2. one full PPO iteration, peak memory over it
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)
+    sync()
+    t = time.perf_counter()
+    samples = policy.act_generate(prompts, generator)
+    sync()
+    act_s = time.perf_counter() - t
+    advantages = torch.randn(1, len(samples), generator=torch.Generator().manual_seed(args.seed))
+    returns = torch.randn(1, len(samples), generator=torch.Generator().manual_seed(args.seed + 1))
+    t = time.perf_counter()
+    stats, updates = ppo_update(
+        policy,
+        optimizer,
+        [samples],
+        advantages,
+        returns,
+        cfg,
+        params.ppo.kl.init_coef,
+        0,
+        cfg.ppo_epochs,
+        random.Random(0),
+    )
+    sync()
+    update_s = time.perf_counter() - t
+    peak = torch.cuda.max_memory_allocated() if cuda else 0
+    result = {
+        "variant": variant,
+        "games": len(prompts),
+        "prompt_tokens": args.prompt_tokens,
+        "new_tokens": gen_tokens / len(prompts),
+        "load_s": load_s,
+        "weights_gib": weights / 2**30,
+        "load_peak_gib": load_peak / 2**30,
+        "gen_s": gen_s,
+        "gen_tokens_per_s": gen_tokens / gen_s,
+        "act_generate_s": act_s,
+        "update_s": update_s,
+        "updates": updates,
+        "iteration_s": act_s + update_s,
+        "iteration_peak_gib": peak / 2**30,
+        "trainable": sum(p.numel() for p in policy.trainable_parameters()),
+        "finite_loss": all(v == v for v in stats.values()),
+    }
+    del policy, model, optimizer, samples
+    if cuda:
+        torch.cuda.empty_cache()
+    return result
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    import torch
+
+    if args.dry_run:
+        device = torch.device("cpu")
+    elif not torch.cuda.is_available():
+        sys.exit(
+            "bench.gpu needs a CUDA GPU (torch.cuda.is_available() is False here, torch "
+            f"{torch.__version__}); run it on a GPU machine, or `python -m bench.gpu --dry-run` for a CPU smoke test"
+        )
+    else:
+        device = torch.device("cuda")
+    from zorkppo.config import load_params
+
+    params = load_params(args.params)
+    texts, prompt_source = game_prompts(args)
+    started = time.perf_counter()
+    tokenizer = build_tokenizer(texts, args.vocab, args.seed)
+    tokenizer_s = time.perf_counter() - started
+    base_prompts = [t for t in texts if t.rstrip().endswith(">")] or texts
+    prompts = long_prompts(base_prompts, texts, tokenizer, args.games, args.prompt_tokens)
+    config = llama_config(args, tokenizer)
+    print(
+        f"model: hidden {args.hidden}, {args.layers} layers, {args.heads} heads, intermediate "
+        f"{args.intermediate}, vocab {args.vocab} (tokenizer {len(tokenizer)}, trained in {tokenizer_s:.1f} s); "
+        f"{args.games} games x {args.prompt_tokens} prompt tokens from {prompt_source}; device {device}",
+        flush=True,
+    )
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_gpu_"))
+    checkpoint = workdir / "random-llama"
+    rows, written = [], {}
+    try:
+        written = write_random_checkpoint(config, tokenizer, checkpoint, device, args.seed)
+        print(
+            f"random checkpoint: {written['bytes'] / 2**30:.2f} GiB bf16 in {written['shards']} shards, "
+            f"{written['seconds']:.1f} s",
+            flush=True,
+        )
+        for variant in args.variants.split(","):
+            try:
+                rows.append(run_variant(variant, checkpoint, prompts, params, args, device))
+            except Exception as exc:  # noqa: BLE001 - one variant failing (e.g. OOM) still reports the rest
+                rows.append(
+                    {"variant": variant, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+                )
+            print(f"  {variant}: done", flush=True)
+    finally:
+        if not args.keep_checkpoint:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+            if not args.workdir:
+                shutil.rmtree(workdir, ignore_errors=True)
+    table(
+        rows,
+        ["variant", "games", "prompt_tokens", "new_tokens", "weights_gib", "gen_tokens_per_s", "act_generate_s",
+         "update_s", "iteration_s", "iteration_peak_gib", "load_s", "finite_loss", "error"],
+        f"one PPO iteration, {'DRY RUN (small model, CPU)' if args.dry_run else '7B-shaped Llama, random weights'}",
+    )  # fmt: skip
+    by = {r["variant"]: r for r in rows if "error" not in r}
+    comparison = None
+    if "int8" in by and "bf16" in by:
+        comparison = {
+            "int8_over_bf16_gen_speed": by["int8"]["gen_tokens_per_s"]
+            / by["bf16"]["gen_tokens_per_s"],
+            "int8_over_bf16_peak_memory": by["int8"]["iteration_peak_gib"]
+            / max(by["bf16"]["iteration_peak_gib"], 1e-9),
+        }
+        print(
+            f"int8 generation runs at {comparison['int8_over_bf16_gen_speed']:.2f}x the speed of bf16; "
+            f"peak memory {comparison['int8_over_bf16_peak_memory']:.2f}x"
+        )
+    if device.type == "cuda":
+        from bench.common import machine_info
+
+        info = machine_info()
+        info["gpu_total_gib"] = torch.cuda.get_device_properties(0).total_memory / 2**30
+        print(f"GPU: {info['device']} ({info['gpu_total_gib']:.0f} GiB)")
+    write_report(
+        "gpu_dry_run" if args.dry_run else "gpu",
+        {
+            "dry_run": args.dry_run,
+            "prompt_source": prompt_source,
+            "checkpoint": written,
+            "rows": rows,
+            "comparison": comparison,
+        },
+        args,
+        args.out,
+    )
+
+
+if __name__ == "__main__":
+    main()
