@@ -16,6 +16,7 @@ from zorkppo.model import (
     load_causal_lm,
     load_tokenizer,
     resolve_device,
+    save_adapter,
     seed_everything,
 )
 from zorkppo.records import TRAJECTORIES, atomic_dir, read_table
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # 4. Artifacts: the adapter and the held-out metrics.
     with atomic_dir(paths.SFT_ADAPTER) as out:
-        model.save_pretrained(out, safe_serialization=True)
+        save_adapter(model, out)
     metrics = {
         "train_examples": len(train),
         "heldout_examples": len(heldout),

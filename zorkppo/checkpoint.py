@@ -18,6 +18,7 @@ import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import save_file
 
+from zorkppo.model import save_adapter
 from zorkppo.records import atomic_dir, atomic_path
 
 CHECKPOINT = "checkpoint.pt"
@@ -34,7 +35,7 @@ def save(out_dir: Path, policy, state: dict) -> None:
     """Write the adapter, value head and the full training state (atomically, each)."""
     out_dir = Path(out_dir)
     with atomic_dir(out_dir / "adapter") as tmp:
-        policy.model.save_pretrained(tmp, safe_serialization=True)
+        save_adapter(policy.model, tmp)
     with atomic_path(out_dir / "value_head.safetensors") as tmp:
         save_file({k: v.contiguous() for k, v in policy.value_head.state_dict().items()}, str(tmp))
     payload = {

@@ -142,6 +142,17 @@ def load_causal_lm(
     return model
 
 
+def save_adapter(model, out_dir: str | Path) -> None:
+    """save_pretrained, then sort target_modules: peft holds them in a set, so the JSON order
+    would follow the process's string hash seed and identical runs would differ."""
+    model.save_pretrained(out_dir, safe_serialization=True)
+    for config_file in Path(out_dir).rglob("adapter_config.json"):
+        config = json.loads(config_file.read_text())
+        if isinstance(config.get("target_modules"), list):
+            config["target_modules"] = sorted(config["target_modules"])
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def attach_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str]):
     config = LoraConfig(
         r=r,
