@@ -2,10 +2,16 @@
 
     python -m bench.gpu                      # needs CUDA: Llama-2-7B shapes, random weights
     python -m bench.gpu --variants int8      # only the 8-bit run
+    python -m bench.gpu --checkpointing on   # only with ppo.gradient_checkpointing
     python -m bench.gpu --dry-run            # CPU smoke test: 2 small layers, same code path
 
 The model has Llama-2-7B's dimensions (hidden 4096, 32 layers, 32 heads, intermediate
-11008, vocab 32000) and RANDOM weights (std 0.02, norms 1): nothing is downloaded. It is
+11008, vocab 32000) and RANDOM weights (std 0.02, RMSNorm weights 0.25): nothing is
+downloaded. The norm weights keep activations under LLM.int8's outlier threshold (6), as in
+trained models, whose outliers sit in a few feature columns: with norm weights 1, the
+product silu(gate) * up reaches 6 in nearly every column of a 4096-token batch, LLM.int8
+then keeps a dequantized copy of every down_proj weight, and the 8-bit run ran out of an
+80 GB H100's memory during generation (2026-11-26). It is
 built on the meta device (no memory), its random bf16 weights are written shard by shard
 (each tensor made on the GPU, ~2 GB per safetensors shard, ~13.5 GB on disk) and then
 loaded exactly as the pipeline loads `models/quantized`: `zorkppo.model.load_causal_lm`
@@ -13,11 +19,13 @@ with `BitsAndBytesConfig(load_in_8bit=True)` (quantized while loading, never who
 bf16 on the GPU) + `prepare_model_for_kbit_training`, or in bf16 for comparison; then LoRA
 r=8 on q_proj/v_proj and a ValueHead, as stages.ppo.build_policy does.
 
-Per variant (int8, bf16), after a warm-up call:
+Per variant (int8, bf16), loaded once, after a warm-up call:
   1. generation alone: Policy._sample_tokens for G prompts x 8 new tokens -> tokens/s;
-  2. one full PPO iteration (peak GPU memory measured over it): Policy.act_generate on the
-     G prompts of P tokens (8 games x 512 tokens by default), then trainer.ppo_update on
-     those G samples (params.yaml ppo settings; target_kl lifted so every epoch runs).
+  2. one PPO iteration per --checkpointing setting (off, on), peak GPU memory over it:
+     Policy.act_generate on the G prompts of P tokens for T turns (8 games x 512 tokens x 2
+     turns by default: 16 samples, one minibatch of params.yaml's 16), then
+     trainer.ppo_update on those samples (params.yaml ppo settings, ppo.gradient_checkpointing
+     as set; target_kl lifted so every epoch runs).
 The tokenizer is the project's byte-level BPE trained to 32000 tokens on game text plus
 synthetic words (a random model's ids all decode); prompts are real Zork I prompts when the
 ROM is found (otherwise fixed game-like text), extended on the left to >= P tokens and cut
@@ -34,6 +42,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 from bench.common import table, write_report
@@ -56,7 +65,15 @@ def parse_args(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--variants", default="int8,bf16", help="int8 and/or bf16")
-    parser.add_argument("--games", type=int, default=8, help="prompts per iteration (one per game)")
+    parser.add_argument("--games", type=int, default=8, help="prompts per turn (one per game)")
+    parser.add_argument(
+        "--turns", type=int, default=2, help="turns per iteration: samples = games x turns"
+    )
+    parser.add_argument(
+        "--checkpointing",
+        default="off,on",
+        help="gradient checkpointing settings to run the iteration with (off and/or on)",
+    )
     parser.add_argument("--prompt-tokens", type=int, default=512)
     parser.add_argument("--new-tokens", type=int, default=8)
     parser.add_argument("--lora-r", type=int, default=8)
@@ -67,6 +84,12 @@ def parse_args(argv=None):
     parser.add_argument("--heads", type=int, default=None)
     parser.add_argument("--intermediate", type=int, default=None)
     parser.add_argument("--vocab", type=int, default=None)
+    parser.add_argument(
+        "--norm-weight",
+        type=float,
+        default=0.25,
+        help="RMSNorm weights of the random model (see the module docstring)",
+    )
     parser.add_argument("--gen-repeats", type=int, default=3, help="generation timing: best of")
     parser.add_argument(
         "--workdir",
@@ -82,6 +105,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    args.variants = args.variants.split(",")
+    args.checkpointing = [c == "on" for c in args.checkpointing.split(",")]
     sizes = DRY_RUN if args.dry_run else LLAMA2_7B
     for key, value in sizes.items():
         if getattr(args, key) is None:
@@ -101,13 +126,13 @@ def game_prompts(args, tokenizer=None) -> tuple[list[str], str]:
 
     try:
         rom = rom_path(args.rom) if (args.rom or _rom_exists()) else None
-    except SystemExit:
-        rom = None
-    if rom:
-        from bench.tiny import record_game_text
+        if rom:
+            from bench.tiny import record_game_text
 
-        text = record_game_text(rom, 30, 10, 3, args.seed)
-        return text.prompts + text.transcripts, "real Zork I states"
+            text = record_game_text(rom, 30, 10, 3, args.seed)
+            return text.prompts + text.transcripts, "real Zork I states"
+    except (SystemExit, ImportError) as exc:  # no ROM, or no jericho on a GPU host
+        print(f"no game text ({exc}): using fixed game-like prompts", flush=True)
     from zorkppo.prompt import Turn, render_prompt
 
     prompts = [
@@ -189,7 +214,13 @@ def llama_config(args, tokenizer):
 
 
 def write_random_checkpoint(
-    config, tokenizer, path: Path, device, seed: int, shard_bytes: int = 2 * 2**30
+    config,
+    tokenizer,
+    path: Path,
+    device,
+    seed: int,
+    norm_weight: float,
+    shard_bytes: int = 2 * 2**30,
 ) -> dict:
     """Shapes from a meta-device model; each tensor drawn on `device`, written in bf16 shards."""
     import torch
@@ -217,7 +248,7 @@ def write_random_checkpoint(
     started = time.perf_counter()
     for name, shape in shapes.items():
         if name.endswith("norm.weight"):
-            tensor = torch.ones(shape, dtype=torch.bfloat16)
+            tensor = torch.full(shape, norm_weight, dtype=torch.bfloat16)
         else:
             tensor = (
                 (torch.randn(shape, generator=generator, device=device, dtype=torch.float32) * 0.02)
@@ -253,93 +284,124 @@ def write_random_checkpoint(
 
 
 # -- one variant ------------------------------------------------------------------------
-def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args, device) -> dict:
+def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args, device) -> list:
+    """Load once; time generation; then one PPO iteration per gradient-checkpointing setting."""
     import torch
     from peft import prepare_model_for_kbit_training
 
-    from zorkppo.model import attach_lora, load_causal_lm, load_tokenizer
-    from zorkppo.policy import Policy, ValueHead
+    from zorkppo.model import load_causal_lm, load_tokenizer
+    from zorkppo.policy import policy_with_fresh_adapter
     from zorkppo.quantize import quantization_config
-    from zorkppo.trainer import ppo_update
 
     cuda = device.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     tokenizer = load_tokenizer(checkpoint)
-    if variant == "int8":
-        model = load_causal_lm(
-            checkpoint,
-            device,
-            "bfloat16",
-            quantization_config(8, params.quantize.llm_int8_threshold),
-        )
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if variant.startswith("int8"):
+        quantization = quantization_config(8, params.quantize.llm_int8_threshold)
+        model = load_causal_lm(checkpoint, device, "bfloat16", quantization)
+        if variant == "int8":  # the pipeline's recipe; int8-noupcast keeps the rest in bf16
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
         model = load_causal_lm(checkpoint, device, "bfloat16")
     cfg = params.ppo.model_copy(
         update={
-            "target_kl": 1e9,
+            "target_kl": 1e9,  # every epoch runs: the iteration's full cost
             "max_new_tokens": args.new_tokens,
             "max_prompt_tokens": args.prompt_tokens,
-            "minibatch_size": max(args.games, 1),
             "lora": params.ppo.lora.model_copy(
                 update={"r": args.lora_r, "target_modules": ["q_proj", "v_proj"]}
             ),
         }
     )
-    model = attach_lora(
-        model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules
-    )
-    policy = Policy(
-        model,
-        tokenizer,
-        ValueHead(model.config.hidden_size).to(device),
-        cfg.max_prompt_tokens,
-        cfg.max_new_tokens,
-        cfg.temperature,
-        cfg.js_top_k,
-    )
-    model.eval()
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    policy = policy_with_fresh_adapter(model, tokenizer, cfg)
+    policy.model.eval()  # as train_iteration
     sync()
-    load_s = time.perf_counter() - started
-    load_peak = torch.cuda.max_memory_allocated() if cuda else 0
-    weights = torch.cuda.memory_allocated() if cuda else 0
+    loaded = {
+        "variant": variant,
+        "load_s": time.perf_counter() - started,
+        "weights_gib": torch.cuda.memory_allocated() / 2**30 if cuda else 0.0,
+        "load_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
+        "trainable": sum(p.numel() for p in policy.trainable_parameters()),
+    }
+    print(f"  {variant}: loaded, {loaded['weights_gib']:.2f} GiB on the device", flush=True)
     generator = torch.Generator().manual_seed(args.seed)
     prompt_ids = policy.encode_prompts(prompts)
     assert all(len(p) == args.prompt_tokens for p in prompt_ids), [len(p) for p in prompt_ids]
-
     policy.act_generate(prompts[:1], generator)  # warm-up: kernels, cuBLAS workspaces
     sync()
+    print(f"  {variant}: warmed up, peak {_peak_gib()} GiB", flush=True)
 
-    # 1. generation alone (the sampling loop act_generate runs first)
-    gen = []
+    # 1. generation alone (the sampling loop act_generate starts with), best of gen_repeats
+    timings = []
     for _ in range(args.gen_repeats):
         sync()
         t = time.perf_counter()
         tokens = policy._sample_tokens(prompt_ids, generator)
         sync()
-        gen.append((time.perf_counter() - t, sum(map(len, tokens))))
-    gen_s, gen_tokens = min(gen)
-    # 2. one full PPO iteration, peak memory over it
+        timings.append((time.perf_counter() - t, sum(map(len, tokens))))
+    gen_s, gen_tokens = min(timings)
+    loaded.update(gen_s=gen_s, gen_tokens_per_s=gen_tokens / gen_s)
+    print(f"  {variant}: generation timed, peak {_peak_gib()} GiB", flush=True)
+
+    # 2. one PPO iteration per checkpointing setting: `turns` batched turns of the games, then
+    #    ppo_epochs over minibatches of params' minibatch_size; peak GPU memory over all of it
+    rows = []
+    for checkpointing in args.checkpointing:
+        row = dict(loaded, gradient_checkpointing=checkpointing)
+        try:
+            row.update(ppo_iteration(policy, prompts, cfg, checkpointing, params, args, sync))
+        except torch.OutOfMemoryError as exc:
+            row["error"] = f"OutOfMemoryError: {str(exc)[:160]}"
+        rows.append(row)
+        print(
+            f"  {variant}: iteration, checkpointing {checkpointing}, peak {_peak_gib()} GiB",
+            flush=True,
+        )
+        if cuda:
+            torch.cuda.empty_cache()
+    del policy, model
+    if cuda:
+        torch.cuda.empty_cache()
+    return rows
+
+
+def _peak_gib() -> str:
+    import torch
+
+    if not torch.cuda.is_available():
+        return "-"
+    return f"{torch.cuda.max_memory_allocated() / 2**30:.2f} (now {torch.cuda.memory_allocated() / 2**30:.2f})"
+
+
+def ppo_iteration(policy, prompts, cfg, checkpointing, params, args, sync) -> dict:
+    import torch
+
+    from zorkppo.trainer import ppo_update
+
+    cuda = policy.device.type == "cuda"
+    cfg = cfg.model_copy(update={"gradient_checkpointing": checkpointing})
+    generator = torch.Generator().manual_seed(args.seed)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)
     sync()
     t = time.perf_counter()
-    samples = policy.act_generate(prompts, generator)
+    samples = [policy.act_generate(prompts, generator) for _ in range(args.turns)]
     sync()
     act_s = time.perf_counter() - t
-    advantages = torch.randn(1, len(samples), generator=torch.Generator().manual_seed(args.seed))
-    returns = torch.randn(1, len(samples), generator=torch.Generator().manual_seed(args.seed + 1))
+    shape = (args.turns, len(prompts))
+    advantages = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
+    returns = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed + 1))
     t = time.perf_counter()
     stats, updates = ppo_update(
         policy,
         optimizer,
-        [samples],
+        samples,
         advantages,
         returns,
         cfg,
@@ -350,29 +412,21 @@ def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args
     )
     sync()
     update_s = time.perf_counter() - t
-    peak = torch.cuda.max_memory_allocated() if cuda else 0
-    result = {
-        "variant": variant,
-        "games": len(prompts),
+    del optimizer
+    return {
+        "samples": args.turns * len(prompts),
+        "minibatch": cfg.minibatch_size,
         "prompt_tokens": args.prompt_tokens,
-        "new_tokens": gen_tokens / len(prompts),
-        "load_s": load_s,
-        "weights_gib": weights / 2**30,
-        "load_peak_gib": load_peak / 2**30,
-        "gen_s": gen_s,
-        "gen_tokens_per_s": gen_tokens / gen_s,
+        "new_tokens": sum(len(s.options[0]) for row in samples for s in row)
+        / (args.turns * len(prompts)),
         "act_generate_s": act_s,
         "update_s": update_s,
         "updates": updates,
         "iteration_s": act_s + update_s,
-        "iteration_peak_gib": peak / 2**30,
-        "trainable": sum(p.numel() for p in policy.trainable_parameters()),
+        "iteration_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
+        "iteration_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else 0.0,
         "finite_loss": all(v == v for v in stats.values()),
     }
-    del policy, model, optimizer, samples
-    if cuda:
-        torch.cuda.empty_cache()
-    return result
 
 
 def main(argv=None) -> None:
@@ -407,21 +461,43 @@ def main(argv=None) -> None:
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     checkpoint = workdir / "random-llama"
     rows, written = [], {}
+
+    def report():  # after every variant, so a run cut short still leaves its numbers
+        return write_report(
+            "gpu_dry_run" if args.dry_run else "gpu",
+            {
+                "dry_run": args.dry_run,
+                "prompt_source": prompt_source,
+                "checkpoint": written,
+                "gpu_total_gib": torch.cuda.get_device_properties(0).total_memory / 2**30
+                if device.type == "cuda"
+                else None,
+                "rows": rows,
+                "comparison": compare(rows),
+            },
+            args,
+            args.out,
+        )
+
     try:
-        written = write_random_checkpoint(config, tokenizer, checkpoint, device, args.seed)
+        written = write_random_checkpoint(
+            config, tokenizer, checkpoint, device, args.seed, args.norm_weight
+        )
         print(
             f"random checkpoint: {written['bytes'] / 2**30:.2f} GiB bf16 in {written['shards']} shards, "
             f"{written['seconds']:.1f} s",
             flush=True,
         )
-        for variant in args.variants.split(","):
+        for variant in args.variants:
             try:
-                rows.append(run_variant(variant, checkpoint, prompts, params, args, device))
-            except Exception as exc:  # noqa: BLE001 - one variant failing (e.g. OOM) still reports the rest
+                rows.extend(run_variant(variant, checkpoint, prompts, params, args, device))
+            except Exception as exc:  # noqa: BLE001 - one variant failing still reports the rest
+                traceback.print_exc()
                 rows.append(
                     {"variant": variant, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
                 )
             print(f"  {variant}: done", flush=True)
+            report()
     finally:
         if not args.keep_checkpoint:
             shutil.rmtree(checkpoint, ignore_errors=True)
@@ -429,41 +505,27 @@ def main(argv=None) -> None:
                 shutil.rmtree(workdir, ignore_errors=True)
     table(
         rows,
-        ["variant", "games", "prompt_tokens", "new_tokens", "weights_gib", "gen_tokens_per_s", "act_generate_s",
-         "update_s", "iteration_s", "iteration_peak_gib", "load_s", "finite_loss", "error"],
+        ["variant", "gradient_checkpointing", "samples", "minibatch", "prompt_tokens", "weights_gib",
+         "gen_tokens_per_s", "act_generate_s", "update_s", "iteration_s", "iteration_peak_gib",
+         "iteration_reserved_gib", "load_s", "finite_loss", "error"],
         f"one PPO iteration, {'DRY RUN (small model, CPU)' if args.dry_run else '7B-shaped Llama, random weights'}",
     )  # fmt: skip
-    by = {r["variant"]: r for r in rows if "error" not in r}
-    comparison = None
-    if "int8" in by and "bf16" in by:
-        comparison = {
-            "int8_over_bf16_gen_speed": by["int8"]["gen_tokens_per_s"]
-            / by["bf16"]["gen_tokens_per_s"],
-            "int8_over_bf16_peak_memory": by["int8"]["iteration_peak_gib"]
-            / max(by["bf16"]["iteration_peak_gib"], 1e-9),
-        }
+    comparison = compare(rows)
+    if comparison:
         print(
-            f"int8 generation runs at {comparison['int8_over_bf16_gen_speed']:.2f}x the speed of bf16; "
-            f"peak memory {comparison['int8_over_bf16_peak_memory']:.2f}x"
+            f"int8 generation runs at {comparison['int8_over_bf16_gen_speed']:.2f}x the speed of bf16"
         )
     if device.type == "cuda":
-        from bench.common import machine_info
+        print(f"GPU: {torch.cuda.get_device_name(0)}")
 
-        info = machine_info()
-        info["gpu_total_gib"] = torch.cuda.get_device_properties(0).total_memory / 2**30
-        print(f"GPU: {info['device']} ({info['gpu_total_gib']:.0f} GiB)")
-    write_report(
-        "gpu_dry_run" if args.dry_run else "gpu",
-        {
-            "dry_run": args.dry_run,
-            "prompt_source": prompt_source,
-            "checkpoint": written,
-            "rows": rows,
-            "comparison": comparison,
-        },
-        args,
-        args.out,
-    )
+
+def compare(rows: list[dict]) -> dict | None:
+    by = {r["variant"]: r for r in rows if "gen_tokens_per_s" in r}
+    if "int8" not in by or "bf16" not in by:
+        return None
+    return {
+        "int8_over_bf16_gen_speed": by["int8"]["gen_tokens_per_s"] / by["bf16"]["gen_tokens_per_s"]
+    }
 
 
 if __name__ == "__main__":

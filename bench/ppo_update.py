@@ -34,8 +34,8 @@ def child(args) -> None:
     from peft import prepare_model_for_kbit_training
 
     from bench.tiny import load_settings
-    from zorkppo.model import attach_lora, load_causal_lm, load_tokenizer
-    from zorkppo.policy import Policy, ValueHead
+    from zorkppo.model import load_causal_lm, load_tokenizer
+    from zorkppo.policy import policy_with_fresh_adapter
     from zorkppo.quantize import quantization_config
     from zorkppo.trainer import ppo_update
 
@@ -60,18 +60,8 @@ def child(args) -> None:
     )
     if bits:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model = attach_lora(
-        model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules
-    )
-    policy = Policy(
-        model,
-        tokenizer,
-        ValueHead(model.config.hidden_size),
-        cfg.max_prompt_tokens,
-        cfg.max_new_tokens,
-        cfg.temperature,
-        cfg.js_top_k,
-    )
+    policy = policy_with_fresh_adapter(model, tokenizer, cfg)
+    model = policy.model
     load_s = time.perf_counter() - started
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     model.eval()  # as train_iteration: dropout off for rollout and update

@@ -69,32 +69,18 @@ def load_settings(params_path: str = "params.yaml"):
 
 def build_tiny_model(params, texts: list[str], pretrain_steps: int, seed: int):
     """Tokenizer trained on the game text; Llama at model.tiny sizes; a short pretrain."""
-    from stages.base import pretrain
-    from zorkppo.model import build_tiny_llama, train_tokenizer
-    from zorkppo.prompt import INSTRUCTION
+    from zorkppo.model import build_tiny_model as build
+    from zorkppo.model import pretrain, token_stream
 
     torch.manual_seed(seed)
     tiny = params.model.tiny
-    tokenizer = train_tokenizer(
-        texts + [INSTRUCTION, "Room: Inventory: Recent turns:"], tiny.vocab_size
-    )
-    model = build_tiny_llama(
-        tokenizer,
-        tiny.hidden_size,
-        tiny.intermediate_size,
-        tiny.num_layers,
-        tiny.num_heads,
-        tiny.max_positions,
-    )
+    tokenizer, model = build(tiny, texts)
     seconds = 0.0
     if pretrain_steps > 0:
-        stream = [
-            t for text in texts for t in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
-        ]
         started = time.perf_counter()
         pretrain(
             model,
-            stream,
+            token_stream(tokenizer, texts),
             pretrain_steps,
             tiny.pretrain_batch_size,
             tiny.pretrain_seq_len,
@@ -107,23 +93,10 @@ def build_tiny_model(params, texts: list[str], pretrain_steps: int, seed: int):
     return tokenizer, model, seconds
 
 
-def make_policy(model, tokenizer, params, device="cpu"):
+def make_policy(model, tokenizer, params):
     """LoRA (ppo.lora) + ValueHead + Policy, as stages.ppo.build_policy does after loading."""
-    from zorkppo.model import attach_lora
-    from zorkppo.policy import Policy, ValueHead
+    from zorkppo.policy import policy_with_fresh_adapter
 
-    cfg = params.ppo
-    model = attach_lora(
-        model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules
-    )
-    model.eval()
-    value_head = ValueHead(model.config.hidden_size).to(device)
-    return Policy(
-        model,
-        tokenizer,
-        value_head,
-        cfg.max_prompt_tokens,
-        cfg.max_new_tokens,
-        cfg.temperature,
-        cfg.js_top_k,
-    )
+    policy = policy_with_fresh_adapter(model, tokenizer, params.ppo)
+    policy.model.eval()
+    return policy

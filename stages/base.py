@@ -2,61 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
-import random
 import time
 
-import torch
-
 from zorkppo import paths
-from zorkppo.config import load_params
+from zorkppo.config import params_from_cli
 from zorkppo.errors import exit_on_user_error
 from zorkppo.io import write_json
 from zorkppo.model import (
-    build_tiny_llama,
+    build_tiny_model,
     count_parameters,
+    pretrain,
     resolve_device,
     seed_everything,
-    train_tokenizer,
+    token_stream,
     write_manifest,
 )
-from zorkppo.prompt import INSTRUCTION
 from zorkppo.records import TRAJECTORIES, atomic_dir, read_table
 from zorkppo.sft import episode_transcripts, split_episodes
 
 
-def pretrain(
-    model, token_stream: list[int], steps, batch_size, seq_len, lr, seed, device
-) -> list[float]:
-    """Plain language modelling on random windows of the transcript token stream."""
-    if len(token_stream) <= seq_len + 1:
-        token_stream = token_stream * (seq_len // max(len(token_stream), 1) + 2)
-    data = torch.tensor(token_stream)
-    rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20))
-    losses = []
-    model.train()
-    for _ in range(steps):
-        starts = [rng.randrange(len(data) - seq_len - 1) for _ in range(batch_size)]
-        batch = torch.stack([data[s : s + seq_len] for s in starts]).to(device)
-        loss = model(input_ids=batch, labels=batch).loss
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(loss.item())
-    model.eval()
-    return losses
-
-
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = params_from_cli(__doc__, argv)
     model_params = params.model
     started = time.perf_counter()
 
@@ -78,20 +45,9 @@ def main(argv: list[str] | None = None) -> None:
     train_ids, _ = split_episodes(df.episode_id, params.split.heldout_fraction, params.seed)
     transcripts = episode_transcripts(df[df.episode_id.isin(train_ids)])
     tiny = model_params.tiny
-    tokenizer = train_tokenizer(
-        transcripts + [INSTRUCTION, "Room: Inventory: Recent turns:"], tiny.vocab_size
-    )
-    model = build_tiny_llama(
-        tokenizer,
-        tiny.hidden_size,
-        tiny.intermediate_size,
-        tiny.num_layers,
-        tiny.num_heads,
-        tiny.max_positions,
-    ).to(device)
-    stream = [
-        t for text in transcripts for t in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
-    ]
+    tokenizer, model = build_tiny_model(tiny, transcripts)
+    model = model.to(device)
+    stream = token_stream(tokenizer, transcripts)
     losses = pretrain(
         model,
         stream,

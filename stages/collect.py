@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections import defaultdict
 
 from zorkppo import paths
 from zorkppo.collect import collect_trajectories
-from zorkppo.config import load_params
+from zorkppo.config import params_from_cli
 from zorkppo.errors import exit_on_user_error
 from zorkppo.io import write_json
 from zorkppo.records import TRAJECTORIES, write_table
@@ -43,10 +42,7 @@ def summarize(rows: list[dict]) -> dict:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = params_from_cli(__doc__, argv)
     rom = verify_rom(paths.ROM)
 
     started = time.perf_counter()

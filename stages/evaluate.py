@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import time
 
 import torch
 
 from zorkppo import paths
-from zorkppo.config import load_params
+from zorkppo.config import params_from_cli
 from zorkppo.envs import VecGames, zork_factory
 from zorkppo.errors import exit_on_user_error
 from zorkppo.evaluate import (
@@ -50,10 +49,7 @@ def ppo_curves() -> dict[str, list[tuple[int, float]]]:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = params_from_cli(__doc__, argv)
     ev = params.eval
     rom = verify_rom(paths.ROM)
     seed_everything(params.seed)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
+import resource
 import time
 
 import torch
@@ -12,17 +12,11 @@ from dvclive import Live
 from peft import prepare_model_for_kbit_training
 
 from zorkppo import checkpoint, paths
-from zorkppo.config import load_params
+from zorkppo.config import params_from_cli
 from zorkppo.envs import VecGames, zork_factory
 from zorkppo.errors import exit_on_user_error
-from zorkppo.model import (
-    attach_lora,
-    load_causal_lm,
-    load_tokenizer,
-    resolve_device,
-    seed_everything,
-)
-from zorkppo.policy import Policy, ValueHead
+from zorkppo.model import load_causal_lm, load_tokenizer, resolve_device, seed_everything
+from zorkppo.policy import Policy, policy_with_fresh_adapter
 from zorkppo.ppo import AdaptiveKLController
 from zorkppo.records import ROLLOUTS, write_table
 from zorkppo.rom import verify_rom
@@ -35,19 +29,7 @@ def build_policy(params, device) -> Policy:
     model = load_causal_lm(paths.QUANTIZED_MODEL, device, params.model.dtype)
     if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    model = attach_lora(
-        model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules
-    )
-    value_head = ValueHead(model.config.hidden_size).to(device)
-    return Policy(
-        model,
-        tokenizer,
-        value_head,
-        cfg.max_prompt_tokens,
-        cfg.max_new_tokens,
-        cfg.temperature,
-        cfg.js_top_k,
-    )
+    return policy_with_fresh_adapter(model, tokenizer, cfg)
 
 
 def log_metrics(live: Live, metrics: dict) -> None:
@@ -66,10 +48,7 @@ def log_timing(iteration: int, steps_per_s: float, fresh: bool) -> None:
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = params_from_cli(__doc__, argv)
     cfg = params.ppo
     device = resolve_device(params.model.device)
     rom = verify_rom(paths.ROM)
@@ -145,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
             print(
                 f"ppo: iteration {iteration + 1}/{cfg.iterations} score {metrics['score/current']:.1f} "
                 f"reward {metrics['reward/mean']:.3f} kl {metrics['kl_rollout']:.4f} "
-                f"invalid {metrics['invalid_command_rate']:.0%} ({time.perf_counter() - started:.1f} s)"
+                f"invalid {metrics['invalid_command_rate']:.0%} ({time.perf_counter() - started:.1f} s, "
+                f"{steps_per_s:.1f} turns/s)"
             )
 
             # 3. Checkpoint: weights, optimizer, controller, RNGs, games, history.
@@ -169,6 +149,12 @@ def main(argv: list[str] | None = None) -> None:
                     },
                 )
         live.end()
+    # Game workers have exited here, so RUSAGE_CHILDREN covers them (ru_maxrss is KiB on Linux).
+    print(
+        f"ppo: peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
+        f"(trainer), {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB "
+        "(largest game worker)"
+    )
 
 
 if __name__ == "__main__":

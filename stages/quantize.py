@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 from zorkppo import paths
-from zorkppo.config import load_params
+from zorkppo.config import params_from_cli
 from zorkppo.errors import exit_on_user_error
 from zorkppo.io import write_json
 from zorkppo.model import load_causal_lm, load_tokenizer, resolve_device, seed_everything
@@ -27,10 +26,7 @@ PROBE_PROMPTS = 8  # fixed held-out prompts whose logits are compared before/aft
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = params_from_cli(__doc__, argv)
     q, prompt = params.quantize, params.prompt
     started = time.perf_counter()
     seed_everything(params.seed)

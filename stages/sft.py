@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from dvclive import Live
 
 from zorkppo import paths
-from zorkppo.config import load_params
+from zorkppo.config import params_from_cli
 from zorkppo.errors import UserError, exit_on_user_error
 from zorkppo.io import write_json
 from zorkppo.model import (
@@ -25,10 +24,7 @@ from zorkppo.sft import build_examples, evaluate_actions, split_episodes, train_
 
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = params_from_cli(__doc__, argv)
     sft, prompt = params.sft, params.prompt
     started = time.perf_counter()
     seed_everything(params.seed)

@@ -2,10 +2,9 @@
 
 import torch
 
-from stages.base import pretrain
 from zorkppo.config import PpoParams
 from zorkppo.envs import ToyRoom
-from zorkppo.model import attach_lora, build_tiny_llama, train_tokenizer
+from zorkppo.model import attach_lora, build_tiny_llama, pretrain, train_tokenizer
 from zorkppo.policy import Policy, ValueHead
 from zorkppo.prompt import Turn, render_prompt
 

@@ -5,7 +5,6 @@ import pytest
 import torch
 from peft import PeftModel
 
-from stages.base import pretrain
 from zorkppo.errors import UserError
 from zorkppo.lm import IGNORE, collate, completion_loss, encode_example
 from zorkppo.model import _source as model_source
@@ -14,6 +13,7 @@ from zorkppo.model import (
     build_tiny_llama,
     load_causal_lm,
     load_tokenizer,
+    pretrain,
     resolve_device,
     train_tokenizer,
     write_manifest,

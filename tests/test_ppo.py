@@ -9,6 +9,7 @@ from ppo_helpers import best_command_probability, ppo_settings, tiny_policy, toy
 from zorkppo.config import RewardParams, parse_params
 from zorkppo.envs import ToyRoom, VecGames
 from zorkppo.errors import UserError
+from zorkppo.policy import recompute_layer_activations
 from zorkppo.ppo import AdaptiveKLController
 from zorkppo.rewards import reward_terms
 from zorkppo.trainer import advantages_per_game, start_rollout, train_iteration
@@ -58,6 +59,7 @@ def test_only_option_tokens_carry_log_probs():
     with torch.no_grad():
         scored = policy.forward([prompt, prompt[:-3]], [option, option[:1]], full=True)
         logits = policy.model(input_ids=torch.tensor([prompt + option])).logits[0]
+        short_logits = policy.model(input_ids=torch.tensor([prompt[:-3]])).logits[0, -1]
     manual = (
         torch.log_softmax(logits[len(prompt) - 1 : -1], -1)
         .gather(-1, torch.tensor(option)[:, None])
@@ -66,6 +68,9 @@ def test_only_option_tokens_carry_log_probs():
     assert scored.mask.tolist() == [[True] * len(option), [True] + [False] * (len(option) - 1)]
     assert torch.allclose(scored.token_logp[0], manual, atol=1e-5)
     assert (scored.token_logp[1, 1:] == 0).all()  # padding positions carry nothing
+    # rows of different prompt lengths in one batch: logits are kept from the shortest on
+    short_manual = torch.log_softmax(short_logits, -1)[option[0]]
+    assert torch.allclose(scored.token_logp[1, 0], short_manual, atol=1e-5)
 
 
 def test_rank_policy_is_softmax_of_summed_candidate_log_probs():
@@ -155,3 +160,37 @@ def test_zero_envs_is_refused():
         parse_params({"ppo": {"num_envs": 0}})
     with pytest.raises(UserError, match="ppo.num_envs is 0"):
         VecGames(ToyRoom, 0, processes=False)
+
+
+def test_gradient_checkpointing_recomputes_layers_with_the_same_gradients(monkeypatch):
+    policy = tiny_policy(seed=1)
+    policy.model.eval()
+    torch.nn.init.normal_(policy.value_head.linear.weight)  # nonzero: its input's gradient counts
+    prompt_ids = policy.encode_prompts([toy_prompt()] * 2)
+    options = [
+        policy.tokenizer(c, add_special_tokens=False)["input_ids"] for c in ToyRoom.COMMANDS[:2]
+    ]
+    calls = []
+    real_checkpoint = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(
+        torch.utils.checkpoint,
+        "checkpoint",
+        lambda *a, **k: calls.append(1) or real_checkpoint(*a, **k),
+    )
+
+    def gradients(enabled: bool) -> list[torch.Tensor]:
+        policy.model.zero_grad(set_to_none=True)
+        policy.value_head.zero_grad(set_to_none=True)
+        with recompute_layer_activations(policy.model, enabled):
+            scored = policy.forward(prompt_ids, options)
+            (scored.token_logp.sum() + scored.values.sum()).backward()
+        return [p.grad.clone() for p in policy.trainable_parameters()]
+
+    plain = gradients(False)
+    assert calls == []
+    recomputed = gradients(True)
+    assert len(calls) == policy.model.config.num_hidden_layers  # each decoder layer, once
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, recomputed, strict=True))
+    assert any(g.abs().sum() > 0 for g in plain)
+    # the layers are back to plain eval mode afterwards: generation keeps its KV cache
+    assert not any(m.training for m in policy.model.modules())

@@ -6,6 +6,7 @@ forbids extra keys and the error is one line naming the key and what is allowed.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Literal
 
@@ -138,6 +139,9 @@ class PpoParams(Section):
     rollout_turns: int = Field(8, ge=1)  # turns per game per iteration
     ppo_epochs: int = Field(2, ge=1)
     minibatch_size: int = Field(16, ge=1)
+    # recompute each decoder layer's activations in backward instead of keeping them: a 7B
+    # update at 16 x 512 tokens needs this to fit 16 GB (reports/bench/gpu.json); slower
+    gradient_checkpointing: bool = False
     learning_rate: float = Field(5e-4, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
     gamma: float = Field(0.99, ge=0, le=1)
@@ -230,6 +234,13 @@ def load_params(path: str | Path = PARAMS_FILE) -> Params:
     if raw is not None and not isinstance(raw, dict):
         raise UserError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
     return parse_params(raw, source=str(path))
+
+
+def params_from_cli(description: str | None, argv: list[str] | None = None) -> Params:
+    """A stage's command line, `--params FILE` (default params.yaml), loaded and validated."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default=str(PARAMS_FILE))
+    return load_params(parser.parse_args(argv).params)
 
 
 def dump_defaults() -> dict:

@@ -242,10 +242,7 @@ def bar_chart(metrics: dict, path: Path, title: str) -> None:
     ax.set_ylabel("Zork I score")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 def curve_chart(series: dict[str, list[tuple[int, float]]], path: Path, title: str) -> None:
@@ -260,6 +257,13 @@ def curve_chart(series: dict[str, list[tuple[int, float]]], path: Path, title: s
     ax.set_xlabel("PPO iteration")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
+    _save_png(fig, path)
+
+
+def _save_png(fig, path: Path) -> None:
+    """Write atomically, without the matplotlib version in the metadata (byte-identical reruns)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})

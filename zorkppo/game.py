@@ -20,9 +20,8 @@ import string
 import sys
 import warnings
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
-
-import jericho
 
 from zorkppo.errors import UserError
 from zorkppo.rom import verify_rom
@@ -38,11 +37,17 @@ def _regex_extract_objs(text: str) -> set[tuple[str, str]]:
     return {(w.lower(), "NOUN") for w in re.findall("[A-Za-z]+", text)}
 
 
-# `import jericho.util` can resolve to ctypes.util inside jericho's namespace; patch the
-# module object that jericho.jericho actually uses.
-_jericho_util = sys.modules["jericho.util"]
-_jericho_util.extract_objs = _regex_extract_objs
-warnings.filterwarnings("ignore", category=jericho.jericho.TruncatedInputActionWarning)
+@cache
+def _jericho():
+    """Jericho, patched for offline use; imported on first game so that the modules that
+    only name game types (prompt, rewards, trainer) import without the engine."""
+    import jericho
+
+    # `import jericho.util` can resolve to ctypes.util inside jericho's namespace; patch the
+    # module object that jericho.jericho actually uses.
+    sys.modules["jericho.util"].extract_objs = _regex_extract_objs
+    warnings.filterwarnings("ignore", category=jericho.jericho.TruncatedInputActionWarning)
+    return jericho
 
 
 class CommandError(UserError):
@@ -100,7 +105,7 @@ class ZorkGame:
 
     def __init__(self, rom_path: str | Path, seed: int = DEFAULT_GAME_SEED):
         self.rom_path = verify_rom(Path(rom_path))
-        self.env = jericho.FrotzEnv(str(self.rom_path), seed=seed)
+        self.env = _jericho().FrotzEnv(str(self.rom_path), seed=seed)
         self.max_score = self.env.get_max_score()
         self.state: GameState | None = None
 
@@ -171,7 +176,7 @@ class ZorkGame:
                 candidates, use_ctypes=True, use_parallel=False
             )
             chosen = {
-                max(sorted(acts), key=_jericho_util.verb_usage_count)
+                max(sorted(acts), key=sys.modules["jericho.util"].verb_usage_count)
                 for acts in outcome_classes.values()
             }
             return tuple(sorted(chosen))

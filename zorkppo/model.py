@@ -1,13 +1,14 @@
 """Load and build models: the tiny local Llama, hub models by pinned revision, LoRA, devices.
 
-Every downstream stage loads a base model through `load_base`, whether `models/base/`
-holds real weights (tiny profile) or a manifest naming a hub model and revision.
+Every downstream stage loads a model through `load_causal_lm`, whether the folder holds
+real weights (tiny profile) or a manifest naming a hub model and pinned revision.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import random
 from pathlib import Path
 
 import torch
@@ -43,8 +44,6 @@ def resolve_device(requested: str) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    import random
-
     import numpy as np
 
     random.seed(seed)
@@ -88,6 +87,56 @@ def build_tiny_llama(
         tie_word_embeddings=False,
     )
     return LlamaForCausalLM(config)
+
+
+def build_tiny_model(tiny, texts: list[str]):
+    """Tokenizer trained on `texts` (plus the prompt scaffolding) and an untrained Llama at
+    the `model.tiny` sizes."""
+    from zorkppo.prompt import INSTRUCTION
+
+    tokenizer = train_tokenizer(
+        texts + [INSTRUCTION, "Room: Inventory: Recent turns:"], tiny.vocab_size
+    )
+    model = build_tiny_llama(
+        tokenizer,
+        tiny.hidden_size,
+        tiny.intermediate_size,
+        tiny.num_layers,
+        tiny.num_heads,
+        tiny.max_positions,
+    )
+    return tokenizer, model
+
+
+def token_stream(tokenizer, texts: list[str]) -> list[int]:
+    """All texts as one token stream, each ended by EOS: the pretraining corpus."""
+    return [t for text in texts for t in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]]
+
+
+def pretrain(
+    model, token_stream: list[int], steps, batch_size, seq_len, lr, seed, device
+) -> list[float]:
+    """Plain language modelling on random windows of the transcript token stream."""
+    if len(token_stream) <= seq_len + 1:
+        token_stream = token_stream * (seq_len // max(len(token_stream), 1) + 2)
+    data = torch.tensor(token_stream)
+    rng = random.Random(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 20))
+    losses = []
+    model.train()
+    for _ in range(steps):
+        starts = [rng.randrange(len(data) - seq_len - 1) for _ in range(batch_size)]
+        batch = torch.stack([data[s : s + seq_len] for s in starts]).to(device)
+        loss = model(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
 
 
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:

@@ -9,10 +9,13 @@ Two action modes share one representation of a turn (`Sample`):
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import nn
 
 from zorkppo.ppo import candidate_log_softmax, sequence_logprob
@@ -108,12 +111,23 @@ class Policy:
         positions = (prompt_end[:, None] + torch.arange(longest, device=self.device)).clamp(
             max=width - 1
         )
+        # Logits only from the earliest option position on: over a 7B vocabulary the whole
+        # sequence's logits (and their gradient) would outweigh the checkpointed activations.
+        first = int(prompt_end.min())
+        kwargs = {
+            "input_ids": ids,
+            "attention_mask": attention,
+            "use_cache": False,
+            "logits_to_keep": width - first,
+        }
         if reference:
             with self.model.disable_adapter():
-                out = self.model(input_ids=ids, attention_mask=attention)
+                out = self.model(**kwargs)
         else:
-            out = self.model(input_ids=ids, attention_mask=attention, output_hidden_states=True)
-        logits = out.logits.gather(1, positions[..., None].expand(-1, -1, out.logits.shape[-1]))
+            out = self.model(**kwargs, output_hidden_states=True)
+        logits = out.logits.gather(
+            1, (positions - first)[..., None].expand(-1, -1, out.logits.shape[-1])
+        )
         # Same tempered distribution the sampler draws from, so PPO's ratios are on-policy.
         logp_full = F.log_softmax(logits.float() / self.temperature, dim=-1)
         token_logp = logp_full.gather(-1, option_ids[..., None]).squeeze(-1).masked_fill(~mask, 0.0)
@@ -161,6 +175,7 @@ class Policy:
             )
         return samples
 
+    @torch.no_grad()
     def _sample_tokens(
         self, prompt_ids: list[list[int]], generator: torch.Generator
     ) -> list[list[int]]:
@@ -182,6 +197,7 @@ class Policy:
                 position_ids=positions,
                 past_key_values=cache,
                 use_cache=True,
+                logits_to_keep=1,  # the prompt's other positions predict nothing we sample
             )
             cache = out.past_key_values
             if generator is None:  # greedy decoding
@@ -285,3 +301,61 @@ class Policy:
             first_rows.append(start)
             start += len(opts)
         return candidate_log_softmax(scores, valid), scored.values[first_rows]
+
+
+@contextlib.contextmanager
+def recompute_layer_activations(model: nn.Module, enabled: bool = True):
+    """Within the block, each decoder layer keeps only its input for backward and recomputes
+    the rest (gradient checkpointing): activation memory falls from all layers' to one layer's.
+
+    Only the PPO update uses it: under generation it would turn the KV cache off. transformers
+    checkpoints a layer only when that layer is in training mode, so the layer modules alone
+    are flagged as training; their children stay in eval mode and dropout stays off, as the
+    rollout scored the actions. Reentrant checkpointing (the layer's first forward runs under
+    no_grad) because bitsandbytes' 8-bit matmul keeps its input on the autograd context
+    object, out of reach of the non-reentrant kind's saved-tensor hooks: with that kind a 7B
+    8-bit update still held every layer's inputs (reports/bench/gpu.json). Reentrant needs an
+    input that requires grad: the embeddings' output is marked so for the block."""
+    if not enabled:
+        yield
+        return
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no checkpointable decoder layers")
+    checkpoint = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=True)
+    saved = [(layer.gradient_checkpointing, layer.training) for layer in layers]
+    hook = model.get_input_embeddings().register_forward_hook(
+        lambda _module, _inputs, output: output.requires_grad_(True)
+    )
+    for layer in layers:
+        layer._gradient_checkpointing_func = checkpoint
+        layer.gradient_checkpointing = True
+        layer.training = True
+    try:
+        yield
+    finally:
+        hook.remove()
+        for layer, (flag, training) in zip(layers, saved, strict=True):
+            layer.gradient_checkpointing, layer.training = flag, training
+
+
+def policy_with_fresh_adapter(model, tokenizer, cfg) -> Policy:
+    """A fresh LoRA adapter (`cfg.lora`) and a zero value head on `model`: the PPO policy at
+    iteration 0, with `cfg` the `ppo` params."""
+    from zorkppo.model import attach_lora
+
+    model = attach_lora(
+        model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules
+    )
+    value_head = ValueHead(model.config.hidden_size).to(next(model.parameters()).device)
+    return Policy(
+        model,
+        tokenizer,
+        value_head,
+        cfg.max_prompt_tokens,
+        cfg.max_new_tokens,
+        cfg.temperature,
+        cfg.js_top_k,
+    )
