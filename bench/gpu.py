@@ -20,7 +20,8 @@ bf16 on the GPU) + `prepare_model_for_kbit_training`, or in bf16 for comparison;
 r=8 on q_proj/v_proj and a ValueHead, as stages.ppo.build_policy does.
 
 Per variant (int8, bf16), loaded once, after a warm-up call:
-  1. generation alone: Policy._sample_tokens for G prompts x 8 new tokens -> tokens/s;
+  1. generation alone: Policy._sample_tokens for G prompts x 8 new tokens -> tokens/s, batched
+     (one call for the G games) and one call per game (the seed's approach);
   2. one PPO iteration per --checkpointing setting (off, on), peak GPU memory over it:
      Policy.act_generate on the G prompts of P tokens for T turns (8 games x 512 tokens x 2
      turns by default: 16 samples, one minibatch of params.yaml's 16), then
@@ -345,7 +346,18 @@ def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args
         sync()
         timings.append((time.perf_counter() - t, sum(map(len, tokens))))
     gen_s, gen_tokens = min(timings)
-    loaded.update(gen_s=gen_s, gen_tokens_per_s=gen_tokens / gen_s)
+    # the seed's way: one sampling call per game, one after another
+    sync()
+    t = time.perf_counter()
+    one_by_one = sum(len(policy._sample_tokens([p], generator)[0]) for p in prompt_ids)
+    sync()
+    per_game_s = time.perf_counter() - t
+    loaded.update(
+        gen_s=gen_s,
+        gen_tokens_per_s=gen_tokens / gen_s,
+        gen_per_game_tokens_per_s=one_by_one / per_game_s,
+        gen_batched_speedup=(gen_tokens / gen_s) / (one_by_one / per_game_s),
+    )
     print(f"  {variant}: generation timed, peak {_peak_gib()} GiB", flush=True)
 
     # 2. one PPO iteration per checkpointing setting: `turns` batched turns of the games, then
@@ -506,7 +518,7 @@ def main(argv=None) -> None:
     table(
         rows,
         ["variant", "gradient_checkpointing", "samples", "minibatch", "prompt_tokens", "weights_gib",
-         "gen_tokens_per_s", "act_generate_s", "update_s", "iteration_s", "iteration_peak_gib",
+         "gen_tokens_per_s", "gen_batched_speedup", "act_generate_s", "update_s", "iteration_s", "iteration_peak_gib",
          "iteration_reserved_gib", "load_s", "finite_loss", "error"],
         f"one PPO iteration, {'DRY RUN (small model, CPU)' if args.dry_run else '7B-shaped Llama, random weights'}",
     )  # fmt: skip

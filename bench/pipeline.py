@@ -9,9 +9,9 @@ empty data/ models/ reports/ placeholders; it becomes its own git repository wit
 commit (dvclive, used by sft and ppo, fails in a repository without one). The ROM reaches the
 `rom` stage through $ZORK_ROM, as `make repro` passes it. Stages run in dvc.yaml order
 (which is topological), each after the ones it depends on, with the project's .venv first
-on PATH. Modules in stages/ that belong to the README's pipeline but are not yet in
-dvc.yaml (e.g. ppo, evaluate) run afterwards with `python -m stages.<name>` and are
-reported separately (`--extra none` skips them).
+on PATH. A module in stages/ that is not a dvc.yaml stage (none at present; every stage
+of the README's pipeline is) runs afterwards with `python -m stages.<name>` and is
+reported separately (`--extra none` skips it).
 
 Target: the whole default pipeline in <= 10 minutes on a 2-core CPU.
 """

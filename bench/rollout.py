@@ -152,6 +152,9 @@ def main(argv=None) -> None:
         help="torch threads (default 1: steadier when other work shares the 2 cores; 0: torch default)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"], help="where the tiny policy runs"
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     if args.threads:
@@ -170,7 +173,9 @@ def main(argv=None) -> None:
     tokenizer, model, pretrain_s = build_tiny_model(
         params, text.transcripts + text.prompts, args.pretrain_steps, args.seed
     )
-    policy = make_policy(model, tokenizer, params)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but torch sees no CUDA GPU")
+    policy = make_policy(model.to(args.device), tokenizer, params)
     prompt_tokens = [len(ids) for ids in policy.encode_prompts(text.prompts)]
     print(
         f"tiny policy: vocab {len(tokenizer)}, {sum(p.numel() for p in model.parameters()):,} parameters "
@@ -178,7 +183,7 @@ def main(argv=None) -> None:
         f"steps in {pretrain_s:.1f} s; {text.states} recorded states, prompt tokens "
         f"{min(prompt_tokens)}-{max(prompt_tokens)} (mean {sum(prompt_tokens) / len(prompt_tokens):.0f}, "
         f"cut at {policy.max_prompt_tokens}); max_new_tokens {policy.max_new_tokens}; torch threads "
-        f"{torch.get_num_threads()}; mode {'games' if args.games else 'prompts'}"
+        f"{torch.get_num_threads()}; mode {'games' if args.games else 'prompts'}; device {args.device}"
     )
     _act(
         policy, "batched act_generate", text.prompts[:2], torch.Generator().manual_seed(0)

@@ -1,0 +1,40 @@
+"""The benchmarks stay runnable: tiny settings, real code paths, JSON written (no timings checked)."""
+
+import json
+
+from bench import gpu, rollout
+
+
+def test_gpu_bench_dry_run_runs_one_ppo_iteration_per_setting(tmp_path):
+    gpu.main(
+        [
+            "--dry-run",
+            "--variants",
+            "int8,bf16",
+            "--checkpointing",
+            "off,on",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    report = json.loads((tmp_path / "gpu_dry_run.json").read_text())
+    rows = report["rows"]
+    assert [(r["variant"], r["gradient_checkpointing"]) for r in rows] == [
+        ("int8", False),
+        ("int8", True),
+        ("bf16", False),
+        ("bf16", True),
+    ]
+    assert all(r["finite_loss"] and r["updates"] >= 1 and "error" not in r for r in rows)
+    assert report["machine"]["device"] == "cpu"
+
+
+def test_rollout_bench_compares_batched_and_per_game(tmp_path, rom_path):
+    rollout.main(
+        ["--rom", str(rom_path), "--sizes", "1,2", "--turns", "1", "--repeats", "1",
+         "--walkthrough-steps", "4", "--random-steps", "4", "--out", str(tmp_path)]
+    )  # fmt: skip
+    rows = json.loads((tmp_path / "rollout.json").read_text())["rows"]
+    methods = {(r["N"], r["method"]) for r in rows}
+    assert {(2, "batched act_generate"), (2, "per-game act_generate")} <= methods
+    assert all(r["turns_per_s"] > 0 for r in rows)
