@@ -121,7 +121,6 @@ def parse_args(argv=None):
 def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args, device) -> list:
     """Load once; time generation; then one PPO iteration per gradient-checkpointing setting."""
     import torch
-    from peft import prepare_model_for_kbit_training
 
     from zorkppo.model import load_causal_lm, load_tokenizer
     from zorkppo.policy import policy_with_fresh_adapter
@@ -135,13 +134,10 @@ def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     tokenizer = load_tokenizer(checkpoint)
+    quantization = None
     if variant.startswith("int8"):
         quantization = quantization_config(8, params.quantize.llm_int8_threshold)
-        model = load_causal_lm(checkpoint, device, "bfloat16", quantization)
-        if variant == "int8":  # the pipeline's recipe; int8-noupcast keeps the rest in bf16
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    else:
-        model = load_causal_lm(checkpoint, device, "bfloat16")
+    model = load_causal_lm(checkpoint, device, "bfloat16", quantization)
     cfg = params.ppo.model_copy(
         update={
             "target_kl": 1e9,  # every epoch runs: the iteration's full cost
@@ -152,14 +148,15 @@ def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args
             ),
         }
     )
-    policy = policy_with_fresh_adapter(model, tokenizer, cfg)
+    # int8 is the pipeline's recipe; int8-noupcast skips the fp32 upcast of k-bit preparation
+    policy = policy_with_fresh_adapter(model, tokenizer, cfg, variant != "int8-noupcast")
     policy.model.eval()  # as train_iteration
     sync()
     loaded = {
         "variant": variant,
         "load_s": time.perf_counter() - started,
-        "weights_gib": torch.cuda.memory_allocated() / 2**30 if cuda else 0.0,
-        "load_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
+        "weights_gib": _cuda_gib("memory_allocated"),
+        "load_peak_gib": _cuda_gib("max_memory_allocated"),
         "trainable": sum(p.numel() for p in policy.trainable_parameters()),
     }
     print(f"  {variant}: loaded, {loaded['weights_gib']:.2f} GiB on the device", flush=True)
@@ -171,20 +168,14 @@ def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args
     print(f"  {variant}: warmed up, peak {_peak_gib()} GiB", flush=True)
 
     # 1. generation alone (the sampling loop act_generate starts with), best of gen_repeats
-    timings = []
-    for _ in range(args.gen_repeats):
-        sync()
-        t = time.perf_counter()
-        tokens = policy._sample_tokens(prompt_ids, generator)
-        sync()
-        timings.append((time.perf_counter() - t, sum(map(len, tokens))))
-    gen_s, gen_tokens = min(timings)
+    gen_s, tokens = min(
+        _timed(sync, policy._sample_tokens, prompt_ids, generator)[::-1]
+        for _ in range(args.gen_repeats)
+    )
+    gen_tokens = sum(map(len, tokens))
     # the seed's way: one sampling call per game, one after another
-    sync()
-    t = time.perf_counter()
-    one_by_one = sum(len(policy._sample_tokens([p], generator)[0]) for p in prompt_ids)
-    sync()
-    per_game_s = time.perf_counter() - t
+    per_game, per_game_s = _timed(sync, _one_call_per_game, policy, prompt_ids, generator)
+    one_by_one = sum(map(len, per_game))
     loaded.update(
         gen_s=gen_s,
         gen_tokens_per_s=gen_tokens / gen_s,
@@ -215,12 +206,28 @@ def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args
     return rows
 
 
-def _peak_gib() -> str:
+def _one_call_per_game(policy, prompt_ids, generator) -> list[list[int]]:
+    return [policy._sample_tokens([p], generator)[0] for p in prompt_ids]
+
+
+def _timed(sync, fn, *args):
+    """(fn(*args), seconds), the device synchronized on both sides."""
+    sync()
+    started = time.perf_counter()
+    result = fn(*args)
+    sync()
+    return result, time.perf_counter() - started
+
+
+def _cuda_gib(stat: str) -> float:
+    """torch.cuda.<stat>() in GiB; 0 without CUDA (the dry run)."""
     import torch
 
-    if not torch.cuda.is_available():
-        return "-"
-    return f"{torch.cuda.max_memory_allocated() / 2**30:.2f} (now {torch.cuda.memory_allocated() / 2**30:.2f})"
+    return getattr(torch.cuda, stat)() / 2**30 if torch.cuda.is_available() else 0.0
+
+
+def _peak_gib() -> str:
+    return f"{_cuda_gib('max_memory_allocated'):.2f} (now {_cuda_gib('memory_allocated'):.2f})"
 
 
 def ppo_iteration(policy, prompts, cfg, checkpointing, params, args, sync) -> dict:
@@ -234,16 +241,15 @@ def ppo_iteration(policy, prompts, cfg, checkpointing, params, args, sync) -> di
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)
-    sync()
-    t = time.perf_counter()
-    samples = [policy.act_generate(prompts, generator) for _ in range(args.turns)]
-    sync()
-    act_s = time.perf_counter() - t
+    samples, act_s = _timed(
+        sync, lambda: [policy.act_generate(prompts, generator) for _ in range(args.turns)]
+    )
     shape = (args.turns, len(prompts))
     advantages = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
     returns = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed + 1))
-    t = time.perf_counter()
-    stats, updates = ppo_update(
+    (stats, updates), update_s = _timed(
+        sync,
+        ppo_update,
         policy,
         optimizer,
         samples,
@@ -255,8 +261,6 @@ def ppo_iteration(policy, prompts, cfg, checkpointing, params, args, sync) -> di
         cfg.ppo_epochs,
         random.Random(0),
     )
-    sync()
-    update_s = time.perf_counter() - t
     del optimizer
     return {
         "samples": args.turns * len(prompts),
@@ -268,8 +272,8 @@ def ppo_iteration(policy, prompts, cfg, checkpointing, params, args, sync) -> di
         "update_s": update_s,
         "updates": updates,
         "iteration_s": act_s + update_s,
-        "iteration_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0,
-        "iteration_reserved_gib": torch.cuda.max_memory_reserved() / 2**30 if cuda else 0.0,
+        "iteration_peak_gib": _cuda_gib("max_memory_allocated"),
+        "iteration_reserved_gib": _cuda_gib("max_memory_reserved"),
         "finite_loss": all(v == v for v in stats.values()),
     }
 

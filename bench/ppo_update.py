@@ -31,7 +31,6 @@ def child(args) -> None:
     import random
 
     import torch
-    from peft import prepare_model_for_kbit_training
 
     from bench.tiny import load_settings
     from zorkppo.model import load_causal_lm, load_tokenizer
@@ -58,8 +57,6 @@ def child(args) -> None:
         "float32",
         quantization_config(bits, params.quantize.llm_int8_threshold) if bits else None,
     )
-    if bits:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     policy = policy_with_fresh_adapter(model, tokenizer, cfg)
     model = policy.model
     load_s = time.perf_counter() - started

@@ -9,7 +9,6 @@ import time
 
 import torch
 from dvclive import Live
-from peft import prepare_model_for_kbit_training
 
 from zorkppo import checkpoint, paths
 from zorkppo.config import params_from_cli
@@ -24,12 +23,9 @@ from zorkppo.trainer import start_rollout, train_iteration
 
 
 def build_policy(params, device) -> Policy:
-    cfg = params.ppo
     tokenizer = load_tokenizer(paths.QUANTIZED_MODEL)
     model = load_causal_lm(paths.QUANTIZED_MODEL, device, params.model.dtype)
-    if getattr(model, "is_loaded_in_8bit", False) or getattr(model, "is_loaded_in_4bit", False):
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    return policy_with_fresh_adapter(model, tokenizer, cfg)
+    return policy_with_fresh_adapter(model, tokenizer, params.ppo)
 
 
 def log_metrics(live: Live, metrics: dict) -> None:

@@ -341,11 +341,19 @@ def recompute_layer_activations(model: nn.Module, enabled: bool = True):
             layer.gradient_checkpointing, layer.training = flag, training
 
 
-def policy_with_fresh_adapter(model, tokenizer, cfg) -> Policy:
+def policy_with_fresh_adapter(model, tokenizer, cfg, prepare_kbit: bool = True) -> Policy:
     """A fresh LoRA adapter (`cfg.lora`) and a zero value head on `model`: the PPO policy at
-    iteration 0, with `cfg` the `ppo` params."""
+    iteration 0, with `cfg` the `ppo` params. A model loaded in 8 or 4 bits first gets peft's
+    k-bit preparation (norms, embeddings and head in fp32), unless `prepare_kbit` is False."""
+    from peft import prepare_model_for_kbit_training
+
     from zorkppo.model import attach_lora
 
+    quantized = getattr(model, "is_loaded_in_8bit", False) or getattr(
+        model, "is_loaded_in_4bit", False
+    )
+    if quantized and prepare_kbit:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     model = attach_lora(
         model, cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.target_modules
     )

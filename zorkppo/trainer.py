@@ -191,57 +191,56 @@ def ppo_update(
     params = policy.trainable_parameters()
     stats: dict[str, list[float]] = {}
     updates = 0
-    # Gradient checkpointing (param) trades recompute for activation memory: the 7B profile's need.
-    with recompute_layer_activations(policy.model, cfg.gradient_checkpointing):
-        for _epoch in range(cfg.ppo_epochs):
-            order = list(range(len(flat)))
-            rng.shuffle(order)
-            epoch_kl = []
-            for start in range(0, len(order), cfg.minibatch_size):
-                idx = order[start : start + cfg.minibatch_size]
-                clip = ppo.clip_range(
-                    update_step + updates, cfg.clip_start, cfg.clip_floor, cfg.clip_horizon
-                )
-                ent_coef = ppo.entropy_coef(update_step + updates, cfg.entropy_coef, total_updates)
+    for _epoch in range(cfg.ppo_epochs):
+        order = list(range(len(flat)))
+        rng.shuffle(order)
+        epoch_kl = []
+        for start in range(0, len(order), cfg.minibatch_size):
+            idx = order[start : start + cfg.minibatch_size]
+            clip = ppo.clip_range(
+                update_step + updates, cfg.clip_start, cfg.clip_floor, cfg.clip_horizon
+            )
+            ent_coef = ppo.entropy_coef(update_step + updates, cfg.entropy_coef, total_updates)
+            # Gradient checkpointing (param) trades recompute for activation memory: the 7B
+            # profile's need. Only the forward runs inside: reentrant recompute needs no flags.
+            with recompute_layer_activations(policy.model, cfg.gradient_checkpointing):
                 terms = minibatch_terms(policy, [flat[i] for i in idx], cfg.action_mode)
-                device = terms["logprob"].device
-                pg_loss, clip_frac, approx_kl = ppo.policy_loss(
-                    terms["logprob"], old_logprob[idx].to(device), adv[idx].to(device), clip
-                )
-                v_loss = ppo.value_loss(
-                    terms["values"], old_values[idx].to(device), ret[idx].to(device), cfg.value_clip
-                )
-                loss = (
-                    pg_loss
-                    + cfg.value_coef * v_loss
-                    - ent_coef * terms["entropy"]
-                    + kl_coef * terms["kl"]
-                    + cfg.js_coef * terms["js"]
-                )
-                optimizer.zero_grad()
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
-                updates += 1
-                epoch_kl.append(float(approx_kl))
-                for name, value in (
-                    ("loss/policy", pg_loss),
-                    ("loss/value", v_loss),
-                    ("entropy", terms["entropy"]),
-                    ("kl_ref", terms["kl"]),
-                    ("js", terms["js"]),
-                    ("clip_fraction", clip_frac),
-                    ("approx_kl", approx_kl),
-                    ("grad_norm", grad_norm),
-                    ("clip_range", clip),
-                    ("entropy_coef", ent_coef),
-                ):
-                    stats.setdefault(name, []).append(
-                        value.item() if torch.is_tensor(value) else value
-                    )
-            if sum(epoch_kl) / len(epoch_kl) > cfg.target_kl:
-                stats.setdefault("early_stop_epoch", []).append(_epoch)
-                break
+            device = terms["logprob"].device
+            pg_loss, clip_frac, approx_kl = ppo.policy_loss(
+                terms["logprob"], old_logprob[idx].to(device), adv[idx].to(device), clip
+            )
+            v_loss = ppo.value_loss(
+                terms["values"], old_values[idx].to(device), ret[idx].to(device), cfg.value_clip
+            )
+            loss = (
+                pg_loss
+                + cfg.value_coef * v_loss
+                - ent_coef * terms["entropy"]
+                + kl_coef * terms["kl"]
+                + cfg.js_coef * terms["js"]
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            updates += 1
+            epoch_kl.append(float(approx_kl))
+            for name, value in (
+                ("loss/policy", pg_loss),
+                ("loss/value", v_loss),
+                ("entropy", terms["entropy"]),
+                ("kl_ref", terms["kl"]),
+                ("js", terms["js"]),
+                ("clip_fraction", clip_frac),
+                ("approx_kl", approx_kl),
+                ("grad_norm", grad_norm),
+                ("clip_range", clip),
+                ("entropy_coef", ent_coef),
+            ):
+                stats.setdefault(name, []).append(value.item() if torch.is_tensor(value) else value)
+        if sum(epoch_kl) / len(epoch_kl) > cfg.target_kl:
+            stats.setdefault("early_stop_epoch", []).append(_epoch)
+            break
     return {k: sum(v) / len(v) for k, v in stats.items()}, updates
 
 
