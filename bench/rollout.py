@@ -11,7 +11,9 @@ alone. `--games` steps N live games (one worker process each, as stages.ppo does
 renders prompts from their states, so game time is included.
 
 Rows:
-  batched act_generate      one Policy.act_generate(N prompts) per turn (stages.ppo)
+  batched act_generate      one Policy.act_generate(N prompts) per turn (stages.ppo): forwards
+                            over games grouped by length within ppo.max_batch_tokens
+  one-batch act_generate    the same with max_batch_tokens 0: all N games in every forward
   per-game act_generate     N calls of Policy.act_generate([prompt]) per turn
   per-game generate         N calls of lm.generate_commands([prompt]) (HF generate, sampling;
                             no log-probs, values or reference pass: less work than act_generate)
@@ -29,7 +31,13 @@ import torch
 from bench.common import peak_rss_mb, rom_path, table, write_report
 from bench.tiny import build_tiny_model, load_settings, make_policy, record_game_text
 
-METHODS = ("batched act_generate", "per-game act_generate", "per-game generate", "batched generate")
+METHODS = (
+    "batched act_generate",
+    "one-batch act_generate",
+    "per-game act_generate",
+    "per-game generate",
+    "batched generate",
+)
 
 
 def _act(
@@ -40,6 +48,13 @@ def _act(
 
     if method == "batched act_generate":
         samples = policy.act_generate(prompts, generator)
+        return [s.command for s in samples], sum(len(s.options[0]) for s in samples)
+    if method == "one-batch act_generate":
+        budget, policy.max_batch_tokens = policy.max_batch_tokens, 0
+        try:
+            samples = policy.act_generate(prompts, generator)
+        finally:
+            policy.max_batch_tokens = budget
         return [s.command for s in samples], sum(len(s.options[0]) for s in samples)
     if method == "per-game act_generate":
         samples = [policy.act_generate([p], generator)[0] for p in prompts]
@@ -182,7 +197,7 @@ def main(argv=None) -> None:
         f"({sum(p.numel() for p in policy.trainable_parameters()):,} trainable), pretrained {args.pretrain_steps} "
         f"steps in {pretrain_s:.1f} s; {text.states} recorded states, prompt tokens "
         f"{min(prompt_tokens)}-{max(prompt_tokens)} (mean {sum(prompt_tokens) / len(prompt_tokens):.0f}, "
-        f"cut at {policy.max_prompt_tokens}); max_new_tokens {policy.max_new_tokens}; torch threads "
+        f"cut at {policy.max_prompt_tokens}); max_new_tokens {policy.max_new_tokens}; max_batch_tokens {policy.max_batch_tokens}; torch threads "
         f"{torch.get_num_threads()}; mode {'games' if args.games else 'prompts'}; device {args.device}"
     )
     _act(
@@ -266,6 +281,7 @@ def main(argv=None) -> None:
                 "trainable": sum(p.numel() for p in policy.trainable_parameters()),
                 "pretrain_steps": args.pretrain_steps,
                 "max_new_tokens": policy.max_new_tokens,
+                "max_batch_tokens": policy.max_batch_tokens,
                 "max_prompt_tokens": policy.max_prompt_tokens,
                 "torch_threads": torch.get_num_threads(),
             },

@@ -6,7 +6,7 @@ import time
 
 from zorkppo import paths
 from zorkppo.config import params_from_cli
-from zorkppo.errors import exit_on_user_error
+from zorkppo.errors import UserError, exit_on_user_error
 from zorkppo.io import write_json
 from zorkppo.model import (
     build_tiny_model,
@@ -43,7 +43,14 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(params.seed)
     df = read_table(paths.TRAJECTORIES, TRAJECTORIES).to_pandas()
     train_ids, _ = split_episodes(df.episode_id, params.split.heldout_fraction, params.seed)
-    transcripts = episode_transcripts(df[df.episode_id.isin(train_ids)])
+    # The same sources as SFT: a no-walkthrough protocol must not pretrain on the walkthrough.
+    train = df[df.episode_id.isin(train_ids) & df.source.isin(params.sft.sources)]
+    if train.empty:
+        raise UserError(
+            f"no training episodes from sources {params.sft.sources} to pretrain the tiny model "
+            "on: add sources to sft.sources or episodes to collect.episodes"
+        )
+    transcripts = episode_transcripts(train)
     tiny = model_params.tiny
     tokenizer, model = build_tiny_model(tiny, transcripts)
     model = model.to(device)

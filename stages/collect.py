@@ -8,10 +8,10 @@ from collections import defaultdict
 from zorkppo import paths
 from zorkppo.collect import collect_trajectories
 from zorkppo.config import params_from_cli
-from zorkppo.errors import exit_on_user_error
+from zorkppo.errors import UserError, exit_on_user_error
 from zorkppo.io import write_json
 from zorkppo.records import TRAJECTORIES, write_table
-from zorkppo.rom import verify_rom
+from zorkppo.rom import installed_rom
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -43,7 +43,7 @@ def summarize(rows: list[dict]) -> dict:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     params = params_from_cli(__doc__, argv)
-    rom = verify_rom(paths.ROM)
+    rom = installed_rom(paths.ROM)
 
     started = time.perf_counter()
     rows, cache = collect_trajectories(
@@ -54,6 +54,11 @@ def main(argv: list[str] | None = None) -> None:
         game_seed=params.game.seed,
         workers=params.collect.workers,
     )
+    if not rows:
+        raise UserError(
+            "collect played no turns (every collect.episodes count is 0, or human play read "
+            "nothing): set collect.episodes.walkthrough/random/explorer above 0"
+        )
     write_table(rows, paths.TRAJECTORIES, TRAJECTORIES)
     summary = summarize(rows)
     write_json({"total_rows": len(rows), "sources": summary}, paths.COLLECT_REPORT)

@@ -20,15 +20,15 @@ from zorkppo.evaluate import (
     play_episodes,
     policy_chooser,
     random_chooser,
+    require_agent_models,
     summarize,
     transcript_markdown,
     walkthrough_chooser,
-    write_text,
 )
 from zorkppo.io import write_json
 from zorkppo.model import resolve_device, seed_everything
-from zorkppo.records import write_table
-from zorkppo.rom import verify_rom
+from zorkppo.records import atomic_dir, write_table
+from zorkppo.rom import installed_rom
 
 
 def ppo_curves() -> dict[str, list[tuple[int, float]]]:
@@ -51,7 +51,7 @@ def ppo_curves() -> dict[str, list[tuple[int, float]]]:
 def main(argv: list[str] | None = None) -> None:
     params = params_from_cli(__doc__, argv)
     ev = params.eval
-    rom = verify_rom(paths.ROM)
+    rom = installed_rom(paths.ROM)
     seed_everything(params.seed)
     device = resolve_device(params.model.device)
     walkthrough_data = (
@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{'yes' if walkthrough_data else 'no'}."
     )
 
-    all_rows, metrics = [], {}
+    require_agent_models(ev.agents)
+    all_rows, metrics, transcripts = [], {}, {}
     with VecGames(zork_factory(str(rom), params.game.seed), ev.episodes) as games:
         for agent in ev.agents:
             started = time.perf_counter()
@@ -84,9 +85,8 @@ def main(argv: list[str] | None = None) -> None:
             metrics[agent] = summarize(rows)
             all_rows += rows
             for which, episode in pick_episodes(rows).items():
-                write_text(
-                    transcript_markdown(agent, which, episode, protocol),
-                    paths.EVAL_REPORTS / "transcripts" / f"{agent}_{which}.md",
+                transcripts[f"{agent}_{which}.md"] = transcript_markdown(
+                    agent, which, episode, protocol
                 )
             m = metrics[agent]
             print(
@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> None:
                 f"valid {m['valid_command_rate']:.0%} deaths {m['deaths']} ({time.perf_counter() - started:.1f} s)"
             )
 
+    # Outputs only once every agent has played: a failure midway leaves the last run's intact.
+    with atomic_dir(paths.EVAL_REPORTS / "transcripts") as folder:
+        for name, text in transcripts.items():
+            (folder / name).write_text(text)
     write_table(all_rows, paths.EVAL_REPORTS / "episodes.parquet", EPISODES)
     bar_chart(metrics, paths.EVAL_REPORTS / "scores.png", protocol[:110] + "...")
     curves = ppo_curves()

@@ -18,7 +18,7 @@ from zorkppo.model import load_causal_lm, load_tokenizer, resolve_device, seed_e
 from zorkppo.policy import Policy, policy_with_fresh_adapter
 from zorkppo.ppo import AdaptiveKLController
 from zorkppo.records import ROLLOUTS, write_table
-from zorkppo.rom import verify_rom
+from zorkppo.rom import installed_rom
 from zorkppo.trainer import start_rollout, train_iteration
 
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     params = params_from_cli(__doc__, argv)
     cfg = params.ppo
     device = resolve_device(params.model.device)
-    rom = verify_rom(paths.ROM)
+    rom = installed_rom(paths.ROM)
     seed_everything(params.seed)
     policy = build_policy(params, device)
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)

@@ -54,40 +54,42 @@ def main(argv: list[str] | None = None) -> None:
         model, tokenizer, heldout, prompt.max_prompt_tokens, sft.max_new_tokens
     )
 
-    # 3. Train, logging the loss curve with dvclive.
-    with Live(str(paths.SFT_REPORTS), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+    # 3. Train, logging the loss curve with dvclive. The reports folder is written aside and
+    # put in place with the adapter, so an interrupted run leaves the last run's intact.
+    with atomic_dir(paths.SFT_REPORTS) as reports:
+        with Live(str(reports), save_dvc_exp=False, dvcyaml=None, report=None) as live:
 
-        def log(step: int, loss: float) -> None:
-            live.log_metric("train/loss", loss, plot=True, timestamp=False)
-            live.next_step()
+            def log(step: int, loss: float) -> None:
+                live.log_metric("train/loss", loss, plot=True, timestamp=False)
+                live.next_step()
 
-        updates = train_lora(
-            model,
-            tokenizer,
-            train,
-            sft.epochs,
-            sft.batch_size,
-            sft.learning_rate,
-            prompt.max_prompt_tokens,
-            params.seed,
-            log,
+            updates = train_lora(
+                model,
+                tokenizer,
+                train,
+                sft.epochs,
+                sft.batch_size,
+                sft.learning_rate,
+                prompt.max_prompt_tokens,
+                params.seed,
+                log,
+            )
+        after = evaluate_actions(
+            model, tokenizer, heldout, prompt.max_prompt_tokens, sft.max_new_tokens
         )
-    after = evaluate_actions(
-        model, tokenizer, heldout, prompt.max_prompt_tokens, sft.max_new_tokens
-    )
 
-    # 4. Artifacts: the adapter and the held-out metrics.
-    with atomic_dir(paths.SFT_ADAPTER) as out:
-        save_adapter(model, out)
-    metrics = {
-        "train_examples": len(train),
-        "heldout_examples": len(heldout),
-        "updates": updates,
-        "heldout_episodes": sorted(heldout_ids),
-        "before": before,
-        "after": after,
-    }
-    write_json(metrics, paths.SFT_REPORTS / "metrics.json")
+        # 4. Artifacts: the adapter and the held-out metrics.
+        with atomic_dir(paths.SFT_ADAPTER) as out:
+            save_adapter(model, out)
+        metrics = {
+            "train_examples": len(train),
+            "heldout_examples": len(heldout),
+            "updates": updates,
+            "heldout_episodes": sorted(heldout_ids),
+            "before": before,
+            "after": after,
+        }
+        write_json(metrics, reports / "metrics.json")
     print(
         f"sft: {len(train)} train / {len(heldout)} held-out examples, {updates} updates in "
         f"{time.perf_counter() - started:.1f} s"

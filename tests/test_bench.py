@@ -36,5 +36,9 @@ def test_rollout_bench_compares_batched_and_per_game(tmp_path, rom_path):
     )  # fmt: skip
     rows = json.loads((tmp_path / "rollout.json").read_text())["rows"]
     methods = {(r["N"], r["method"]) for r in rows}
-    assert {(2, "batched act_generate"), (2, "per-game act_generate")} <= methods
+    assert {
+        (2, "batched act_generate"),
+        (2, "one-batch act_generate"),
+        (2, "per-game act_generate"),
+    } <= methods
     assert all(r["turns_per_s"] > 0 for r in rows)

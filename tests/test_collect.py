@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 from stages import collect as collect_stage
@@ -63,6 +64,7 @@ def test_collect_stage_with_missing_rom_fails_cleanly(project):
     )
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: ROM not found at data/roms/zork1.z5")
+    assert "dvc repro rom" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (project / "data/trajectories.parquet").exists()
 
@@ -77,3 +79,12 @@ def test_human_source_records_keyboard_play(rom_path, monkeypatch):
     rows = play_episode(ZorkGame(rom_path), EpisodeSpec("human-0000", "human", 0, 10))
     assert [r["action"] for r in rows] == ["open mailbox", "[Atake leaflet"]
     assert [r["source"] for r in rows] == ["human", "human"]
+
+
+def test_collecting_nothing_is_refused(project, capsys):
+    project.write_params({"collect": {"episodes": {"walkthrough": 0, "random": 0, "explorer": 0}}})
+    with pytest.raises(SystemExit) as exit_info:
+        collect_stage.main([])
+    assert exit_info.value.code == 2
+    assert "collect played no turns" in capsys.readouterr().err
+    assert not (project / "data/trajectories.parquet").exists()

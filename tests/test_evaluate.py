@@ -127,3 +127,14 @@ def test_watch_and_human_play(project, monkeypatch):
     play.main(["--human", "--record", "human.parquet"])
     table = read_table("human.parquet", TRAJECTORIES).to_pandas()
     assert list(table.action) == ["open mailbox", "take leaflet"] and set(table.source) == {"human"}
+
+
+def test_evaluate_refuses_missing_models_before_playing(project, capsys):
+    from stages import evaluate
+
+    project.write_params({"eval": {"agents": ["random", "ppo"], "episodes": 1, "max_steps": 2}})
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main([])
+    assert exit_info.value.code == 2
+    assert "model directory models/quantized does not exist" in capsys.readouterr().err
+    assert not (project / "reports").exists()  # the random agent did not play and write first

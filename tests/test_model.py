@@ -11,6 +11,7 @@ from zorkppo.model import _source as model_source
 from zorkppo.model import (
     attach_lora,
     build_tiny_llama,
+    load_adapter,
     load_causal_lm,
     load_tokenizer,
     pretrain,
@@ -165,6 +166,34 @@ def test_missing_model_directory_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="holds no model"):
         load_tokenizer(tmp_path / "empty")
+
+
+def test_damaged_model_files_are_clear_errors(tiny, tmp_path):
+    import shutil
+
+    _, _, path = tiny
+    broken = tmp_path / "base"
+    shutil.copytree(path, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # an interrupted copy
+    with pytest.raises(UserError, match=r"could not load the model from .*base \(.*\): delete"):
+        load_causal_lm(broken, torch.device("cpu"))
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(UserError, match="could not load the model"):
+        load_causal_lm(broken, torch.device("cpu"))
+    with pytest.raises(UserError, match="no LoRA adapter at .*sft"):
+        load_adapter(load_causal_lm(path, torch.device("cpu")), tmp_path / "sft")
+
+
+def test_a_hub_model_that_cannot_be_fetched_is_a_clear_error(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    # offline (read at import, so patched) and an empty cache: the hub is never tried
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    write_manifest(tmp_path / "base", "nobody/no-such-model", "0" * 40, "float32")
+    with pytest.raises(UserError, match=r"hub model nobody/no-such-model@0{40}: check model.name"):
+        load_tokenizer(tmp_path / "base")
 
 
 def test_hub_manifest_points_at_a_pinned_revision(tmp_path):

@@ -51,6 +51,15 @@ def test_hub_profile_writes_a_manifest_not_weights(tiny_pipeline, tmp_path):
     }
 
 
+def test_hub_profile_without_a_pinned_revision_is_refused(tmp_path, capsys):
+    with contextlib.chdir(tmp_path):
+        (tmp_path / "params.yaml").write_text("model:\n  profile: hub\n  name: org/model\n")
+        with pytest.raises(SystemExit):
+            base.main([])
+    assert "model.revision is empty for hub model org/model" in capsys.readouterr().err
+    assert not (tmp_path / "models").exists()
+
+
 def test_hub_profile_without_a_name_is_refused(tmp_path):
     with contextlib.chdir(tmp_path):
         (tmp_path / "params.yaml").write_text("model:\n  profile: hub\n")
@@ -58,3 +67,38 @@ def test_hub_profile_without_a_name_is_refused(tmp_path):
             base.main([])
     with pytest.raises(UserError):
         load_causal_lm(tmp_path / "models/base", None)
+
+
+def test_base_pretrains_only_on_the_training_sources(tiny_pipeline, tmp_path, capsys):
+    """A no-walkthrough protocol (sft.sources without walkthrough) must not pretrain on it."""
+    import shutil
+
+    import pandas as pd
+    import yaml
+    from conftest import TINY_PIPELINE
+
+    from zorkppo.sft import split_episodes
+
+    (tmp_path / "data").mkdir()
+    shutil.copyfile(
+        tiny_pipeline / "data/trajectories.parquet", tmp_path / "data/trajectories.parquet"
+    )
+    df = pd.read_parquet(tmp_path / "data/trajectories.parquet")
+    train_ids, _ = split_episodes(df.episode_id, 0.3, TINY_PIPELINE["seed"])
+    train = df[df.episode_id.isin(train_ids)]
+    assert train.source.nunique() >= 2  # else the comparison below shows nothing
+    one_source = sorted(train.source.unique())[0]
+
+    def pretrain_tokens(sources):
+        params = {**TINY_PIPELINE, "sft": {**TINY_PIPELINE["sft"], "sources": sources}}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        with contextlib.chdir(tmp_path):
+            base.main([])
+        return json.loads((tmp_path / "reports/base.json").read_text())["pretrain_tokens"]
+
+    everything = json.loads((tiny_pipeline / "reports/base.json").read_text())["pretrain_tokens"]
+    assert pretrain_tokens([one_source]) < everything
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain_tokens(["human"])  # no human episodes were collected
+    assert exit_info.value.code == 2
+    assert "no training episodes from sources ['human']" in capsys.readouterr().err

@@ -9,10 +9,10 @@ from ppo_helpers import best_command_probability, ppo_settings, tiny_policy, toy
 from zorkppo.config import RewardParams, parse_params
 from zorkppo.envs import ToyRoom, VecGames
 from zorkppo.errors import UserError
-from zorkppo.policy import recompute_layer_activations
+from zorkppo.model import recompute_layer_activations
 from zorkppo.ppo import AdaptiveKLController
 from zorkppo.rewards import reward_terms
-from zorkppo.trainer import advantages_per_game, start_rollout, train_iteration
+from zorkppo.trainer import advantages_per_game, rollout_kl, start_rollout, train_iteration
 
 
 def run_iterations(policy, cfg, iterations, seed=0):
@@ -100,8 +100,10 @@ def test_one_iteration_changes_only_lora_and_value_head():
 
 def test_rollout_records_are_consistent():
     policy = tiny_policy()
+    # no valid-command bonus: the invalid-command rate must not read the weighted term
+    rewards = RewardParams(valid_command=0.0)
     ((metrics, rows),) = run_iterations(
-        policy, ppo_settings(num_envs=3, rollout_turns=4, ppo_epochs=1), 1
+        policy, ppo_settings(num_envs=3, rollout_turns=4, ppo_epochs=1, rewards=rewards), 1
     )
     assert len(rows) == 12 and {r["env"] for r in rows} == {0, 1, 2}
     for r in rows:
@@ -109,7 +111,11 @@ def test_rollout_records_are_consistent():
             sum(r[t] for t in ("score", "new_location", "death", "valid_command", "novelty"))
         )
         assert r["return"] == pytest.approx(r["advantage"] + r["value"], abs=1e-5)
-        assert r["done"] == (r["command"] == ToyRoom.BEST)
+        assert r["done"] == (r["command"] == ToyRoom.BEST)  # max_steps 6 > 4 turns: no cuts
+        assert not r["truncated"]
+        assert r["world_changed"] == (r["command"] == ToyRoom.BEST)  # only the lever moves
+    pulls = sum(r["command"] == ToyRoom.BEST for r in rows)
+    assert metrics["invalid_command_rate"] == pytest.approx(1 - pulls / len(rows))
     for key in (
         "loss/policy",
         "loss/value",
@@ -142,6 +148,48 @@ def test_gae_runs_down_each_game_separately():
     # game 1: turn 0 done -> 0; turn 1: 2 + 0.5 * 5 (bootstrap) = 4.5
     assert adv.tolist() == [[1.0, 0.0], [0.0, 4.5]]
     assert torch.equal(adv, ret)
+
+
+def test_gae_bootstraps_a_game_cut_by_max_steps():
+    class S:
+        def __init__(self, value):
+            self.value = value
+
+    # one game: turn 0 reward 1; turn 1 reward 0, cut by max_steps in a state worth 4.
+    # The next turn is a new game, so the rollout's last value (100) must not leak in.
+    records = [[{"reward": 1.0, "done": False}], [{"reward": 0.0, "done": True, "cut_value": 4.0}]]
+    adv, ret = advantages_per_game(
+        records, [[S(0.0)], [S(0.0)]], torch.tensor([100.0]), gamma=0.5, lam=1.0
+    )
+    # turn 1: 0 + 0.5 * 4 = 2; turn 0: 1 + 0.5 * V1 (0) + 0.5 * 1 * 2 = 2
+    assert adv.flatten().tolist() == [2.0, 2.0]
+
+
+def test_cut_games_carry_the_value_of_where_they_were_cut():
+    policy = tiny_policy()
+    torch.nn.init.constant_(policy.value_head.linear.bias, 3.0)  # every state is worth 3
+    cfg = ppo_settings(
+        num_envs=3, rollout_turns=4, ppo_epochs=1, max_steps=2, gamma=0.5, gae_lambda=0.0
+    )
+    ((metrics, rows),) = run_iterations(policy, cfg, 1)
+    cut = [r for r in rows if r["truncated"]]
+    assert cut and metrics["truncated_episodes"] == len(cut)
+    for r in rows:
+        assert r["value"] == pytest.approx(3.0)
+        if r["truncated"]:  # the game went on: reward + gamma * 3 - 3
+            assert r["done"] and r["advantage"] == pytest.approx(r["reward"] + 1.5 - 3.0)
+        elif r["done"]:  # the game ended: nothing after it
+            assert r["advantage"] == pytest.approx(r["reward"] - 3.0)
+
+
+def test_kl_for_the_controller_is_per_token_in_generate_mode():
+    class S:
+        def __init__(self, kl, tokens):
+            self.kl, self.options = kl, [[0] * tokens]
+
+    samples = [[S(0.3, 3)], [S(0.1, 1)]]
+    assert rollout_kl(samples, "generate") == pytest.approx(0.4 / 4)
+    assert rollout_kl(samples, "rank") == pytest.approx(0.4 / 2)
 
 
 def test_policy_learns_the_best_command_in_a_toy_room():

@@ -88,7 +88,7 @@ def test_ppo_stage_writes_its_artifacts(ppo_project, first_run):
         pq.read_schema(ppo_project / "data/rollouts/iteration_0001.parquet").metadata[
             b"zorkppo.schema"
         ]
-        == b"rollouts/1"
+        == b"rollouts/2"
     )
     curve = (ppo_project / "reports/ppo/plots/metrics/score/current.tsv").read_text().splitlines()
     assert curve[0] == "step\tcurrent" and len(curve) == 1 + PPO["iterations"]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from zorkppo.errors import UserError
 
@@ -27,7 +27,6 @@ class GameParams(Section):
     rom_url: str = (
         "https://github.com/BYU-PCCL/z-machine-games/raw/master/jericho-game-suite/zork1.z5"
     )
-    rom_md5: str = "b732a93a6244ddd92a9b9a3e3a46c687"
     seed: int = 12  # the game's own RNG seed; Jericho's walkthrough wins only with 12
 
 
@@ -80,6 +79,11 @@ class ModelParams(Section):
         if not self.name:
             raise UserError(
                 "model.profile is 'hub' but model.name is empty: set -S model.name=ORG/MODEL"
+            )
+        if not self.revision:
+            raise UserError(
+                f"model.revision is empty for hub model {self.name}: pin a commit "
+                "(-S model.revision=<hash from the model's hub page>) so that runs are reproducible"
             )
         return self.name, self.revision
 
@@ -161,9 +165,19 @@ class PpoParams(Section):
     temperature: float = Field(1.0, gt=0)
     max_candidates: int = Field(8, ge=2)  # rank mode: valid actions scored per turn
     max_prompt_tokens: int = Field(256, ge=16)
+    # games per policy forward: sorted by length, grouped within this many padded tokens;
+    # 0: all in one batch; auto: 1024 on CPU, 0 on GPU (zorkppo.policy.CPU_BATCH_TOKENS)
+    max_batch_tokens: int | Literal["auto"] = "auto"
     lora: LoraParams = LoraParams()
     save_every: int = Field(1, ge=1)  # checkpoint every N iterations (and at the end)
     rewards: RewardParams = RewardParams()
+
+    @field_validator("max_batch_tokens", mode="before")
+    @classmethod
+    def _auto_or_count(cls, value):
+        if value == "auto" or (type(value) is int and value >= 0):
+            return value
+        raise ValueError("must be 'auto' or a whole number of tokens >= 0 (0: one batch)")
 
 
 EVAL_AGENTS = ("random", "walkthrough", "base", "sft", "quantized", "ppo")
@@ -226,7 +240,12 @@ def parse_params(raw: dict, source: str = "params") -> Params:
 def load_params(path: str | Path = PARAMS_FILE) -> Params:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{path} not found: run from the project root (where dvc.yaml is)")
+        fix = (
+            "run from the project root (where dvc.yaml is)"
+            if path == PARAMS_FILE
+            else "check --params"
+        )
+        raise UserError(f"params file {path} not found: {fix}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

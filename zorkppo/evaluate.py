@@ -18,7 +18,13 @@ import pyarrow as pa
 from zorkppo import paths
 from zorkppo.envs import VecGames
 from zorkppo.game import GameState
-from zorkppo.model import load_causal_lm, load_tokenizer
+from zorkppo.model import (
+    load_adapter,
+    load_causal_lm,
+    load_tokenizer,
+    require_adapter,
+    require_model,
+)
 from zorkppo.policy import Policy, ValueHead
 from zorkppo.prompt import Turn, render_prompt
 from zorkppo.records import TableSchema, atomic_path
@@ -55,13 +61,21 @@ MODEL_AGENTS = {
 }
 
 
+def require_agent_models(agents: list[str]) -> None:
+    """Every model the agents play with is in place, before any game is played."""
+    for agent in agents:
+        if agent in MODEL_AGENTS:
+            model_dir, adapter = MODEL_AGENTS[agent]
+            require_model(model_dir)
+            if adapter is not None:
+                require_adapter(adapter)
+
+
 def load_agent_policy(agent: str, params, device) -> Policy:
     model_dir, adapter = MODEL_AGENTS[agent]
     model = load_causal_lm(model_dir, device, params.model.dtype)
     if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(adapter))
+        model = load_adapter(model, adapter)
     model.eval()
     tokenizer = load_tokenizer(model_dir)
     # The value head is unused when only choosing commands.
@@ -72,6 +86,7 @@ def load_agent_policy(agent: str, params, device) -> Policy:
         params.ppo.max_prompt_tokens,
         params.eval.max_new_tokens,
         params.eval.temperature,
+        max_batch_tokens=params.ppo.max_batch_tokens,
     )
 
 
@@ -212,11 +227,6 @@ def transcript_markdown(agent: str, which: str, episode: list[dict], protocol: s
             "",
         ]
     return "\n".join(lines)
-
-
-def write_text(text: str, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 def bar_chart(metrics: dict, path: Path, title: str) -> None:

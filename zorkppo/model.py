@@ -1,4 +1,5 @@
-"""Load and build models: the tiny local Llama, hub models by pinned revision, LoRA, devices.
+"""Load and build models: the tiny local Llama, hub models by pinned revision, LoRA, devices,
+and gradient checkpointing for the PPO update.
 
 Every downstream stage loads a model through `load_causal_lm`, whether the folder holds
 real weights (tiny profile) or a manifest naming a hub model and pinned revision.
@@ -6,13 +7,17 @@ real weights (tiny profile) or a manifest naming a hub model and pinned revision
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import random
 from pathlib import Path
 
 import torch
+import torch.utils.checkpoint
 from peft import LoraConfig, get_peft_model
+from safetensors import SafetensorError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -168,9 +173,29 @@ def _source(path: str | Path) -> tuple[str, dict]:
     return str(path), {}
 
 
+@contextlib.contextmanager
+def _loading(what: str, path: str | Path, source: str, kwargs: dict):
+    """One line naming what failed to load and the fix, instead of a library traceback
+    (a truncated weights file, a broken config, a hub name or revision that does not exist)."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        if source == str(path):  # a local folder a stage wrote
+            fix = f"delete {path} and rerun the stage that writes it (dvc repro)"
+        else:
+            revision = kwargs.get("revision") or "latest"
+            fix = (
+                f"{path} names hub model {source}@{revision}: check model.name and "
+                "model.revision, and that the hub (or a local HF cache holding it) is reachable"
+            )
+        raise UserError(f"could not load the {what} from {path} ({detail}): {fix}") from None
+
+
 def load_tokenizer(path: str | Path):
     source, kwargs = _source(path)
-    tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+    with _loading("tokenizer", path, source, kwargs):
+        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     tokenizer.padding_side = "left"  # batched generation appends to the right end
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -185,10 +210,35 @@ def load_causal_lm(
     if quantization is not None:
         kwargs["quantization_config"] = quantization
         kwargs["device_map"] = {"": device.index or 0} if device.type == "cuda" else {"": "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], **kwargs)
+    with _loading("model", path, source, kwargs):
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], **kwargs)
     if quantization is None:
         model = model.to(device)
     return model
+
+
+def require_model(path: str | Path) -> None:
+    """A model folder (weights or a hub manifest) is in place, or a one-line UserError."""
+    _source(path)
+
+
+def require_adapter(path: str | Path) -> Path:
+    path = Path(path)
+    if not (path / "adapter_config.json").is_file():
+        raise UserError(
+            f"no LoRA adapter at {path} (no adapter_config.json): run the stage that writes it "
+            "(dvc repro)"
+        )
+    return path
+
+
+def load_adapter(model, path: str | Path):
+    """`model` with the LoRA adapter saved at `path` (by the sft or ppo stage) attached."""
+    from peft import PeftModel
+
+    path = require_adapter(path)
+    with _loading("LoRA adapter", path, str(path), {}):
+        return PeftModel.from_pretrained(model, str(path))
 
 
 def save_adapter(model, out_dir: str | Path) -> None:
@@ -212,3 +262,41 @@ def attach_lora(model, r: int, alpha: int, dropout: float, target_modules: list[
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, config)
+
+
+@contextlib.contextmanager
+def recompute_layer_activations(model: torch.nn.Module, enabled: bool = True):
+    """Within the block, each decoder layer keeps only its input for backward and recomputes
+    the rest (gradient checkpointing): activation memory falls from all layers' to one layer's.
+
+    Only the PPO update uses it: under generation it would turn the KV cache off. transformers
+    checkpoints a layer only when that layer is in training mode, so the layer modules alone
+    are flagged as training; their children stay in eval mode and dropout stays off, as the
+    rollout scored the actions. Reentrant checkpointing (the layer's first forward runs under
+    no_grad) because bitsandbytes' 8-bit matmul keeps its input on the autograd context
+    object, out of reach of the non-reentrant kind's saved-tensor hooks: with that kind a 7B
+    8-bit update still held every layer's inputs (reports/bench/gpu.json). Reentrant needs an
+    input that requires grad: the embeddings' output is marked so for the block."""
+    if not enabled:
+        yield
+        return
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no checkpointable decoder layers")
+    checkpoint = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=True)
+    saved = [(layer.gradient_checkpointing, layer.training) for layer in layers]
+    hook = model.get_input_embeddings().register_forward_hook(
+        lambda _module, _inputs, output: output.requires_grad_(True)
+    )
+    for layer in layers:
+        layer._gradient_checkpointing_func = checkpoint
+        layer.gradient_checkpointing = True
+        layer.training = True
+    try:
+        yield
+    finally:
+        hook.remove()
+        for layer, (flag, training) in zip(layers, saved, strict=True):
+            layer.gradient_checkpointing, layer.training = flag, training

@@ -32,13 +32,13 @@ from zorkppo.evaluate import (
 from zorkppo.game import ZorkGame
 from zorkppo.model import resolve_device
 from zorkppo.records import TRAJECTORIES, write_table
-from zorkppo.rom import verify_rom
+from zorkppo.rom import installed_rom
 
 
 def watch(
     agent: str, params, max_steps: int, delay: float, greedy: bool, out=sys.stdout
 ) -> list[dict]:
-    rom = verify_rom(paths.ROM)
+    rom = installed_rom(paths.ROM)
     games = VecGames(zork_factory(str(rom), params.game.seed), 1, processes=False)
     if agent == "random":
         choose = random_chooser(params.seed)
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.agent:
         watch(args.agent, params, args.max_steps, args.delay, args.greedy)
         return
-    game = ZorkGame(verify_rom(paths.ROM), seed=params.game.seed)
+    game = ZorkGame(installed_rom(paths.ROM), seed=params.game.seed)
     print("Zork I. Type commands; `quit` or Ctrl-D ends the game.")
     rows = play_episode(game, EpisodeSpec("human-0000", "human", params.seed, args.max_steps))
     if args.record and rows:

@@ -9,17 +9,38 @@ Two action modes share one representation of a turn (`Sample`):
 
 from __future__ import annotations
 
-import contextlib
-import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-import torch.utils.checkpoint
 from torch import nn
 
 from zorkppo.ppo import candidate_log_softmax, sequence_logprob
 from zorkppo.prompt import completion_text, parse_command
+
+# "auto" max_batch_tokens on CPU. There a forward costs in proportion to its padded tokens and
+# small batches stay in cache: 16 tiny-model games of 68-256 prompt tokens act 1.3-1.5x faster
+# in groups of <= 1024 tokens than in one batch (bench/rollout.py). On a GPU one batch is best.
+CPU_BATCH_TOKENS = 1024
+
+
+def length_buckets(widths: Sequence[int], rows: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Indices of items grouped for batched forwards, item i being rows[i] sequences padded to
+    widths[i] tokens. Longest first; a group padded to its widest item stays within max_tokens
+    (an item over it alone gets a group of its own). max_tokens 0: one group, in order."""
+    if max_tokens <= 0:
+        return [list(range(len(widths)))]
+    groups: list[list[int]] = []
+    group_rows = 0
+    for i in sorted(range(len(widths)), key=lambda i: (-widths[i], i)):
+        if groups and (group_rows + rows[i]) * widths[groups[-1][0]] <= max_tokens:
+            groups[-1].append(i)
+            group_rows += rows[i]
+        else:
+            groups.append([i])
+            group_rows = rows[i]
+    return groups
 
 
 class ValueHead(nn.Module):
@@ -67,11 +88,15 @@ class Policy:
         max_new_tokens: int = 8,
         temperature: float = 1.0,
         js_top_k: int = 32,
+        max_batch_tokens: int | str = "auto",
     ):
         self.model, self.tokenizer, self.value_head = model, tokenizer, value_head
         self.max_prompt_tokens, self.max_new_tokens = max_prompt_tokens, max_new_tokens
         self.temperature, self.js_top_k = temperature, js_top_k
         self.device = next(model.parameters()).device
+        if max_batch_tokens == "auto":
+            max_batch_tokens = CPU_BATCH_TOKENS if self.device.type == "cpu" else 0
+        self.max_batch_tokens = int(max_batch_tokens)
         vocab = len(tokenizer)
         texts = tokenizer.batch_decode([[i] for i in range(vocab)])
         self.stop_ids = {i for i, t in enumerate(texts) if "\n" in t} | {tokenizer.eos_token_id}
@@ -143,13 +168,40 @@ class Policy:
     @torch.no_grad()
     def values(self, prompts: list[list[int]]) -> torch.Tensor:
         """Value of each prompt alone (for bootstrapping the last turn of a rollout)."""
+
         # The option is a placeholder: a value is read at the prompt's last token, as in rollouts.
-        return self.forward(prompts, [[self.tokenizer.eos_token_id]] * len(prompts)).values
+        def run(group: list[list[int]]) -> list[float]:
+            return self.forward(group, [[self.tokenizer.eos_token_id]] * len(group)).values.tolist()
+
+        values = self._in_buckets(run, prompts, [len(p) + 1 for p in prompts])
+        return torch.tensor(values, device=self.device)
+
+    def _in_buckets(
+        self,
+        run: Callable[[list], list],
+        items: list,
+        widths: list[int],
+        rows: list[int] | None = None,
+    ) -> list:
+        """run(a group of items) -> one result per item, over the `length_buckets` of the items
+        within max_batch_tokens; the results come back in the items' order."""
+        results = [None] * len(items)
+        for group in length_buckets(widths, rows or [1] * len(items), self.max_batch_tokens):
+            for i, result in zip(group, run([items[i] for i in group]), strict=True):
+                results[i] = result
+        return results
 
     # -- acting ---------------------------------------------------------------------
     @torch.no_grad()
     def act_generate(self, prompts: list[str], generator: torch.Generator) -> list[Sample]:
         prompt_ids = self.encode_prompts(prompts)
+        return self._in_buckets(
+            lambda group: self._act_generate(group, generator),
+            prompt_ids,
+            [len(p) + self.max_new_tokens for p in prompt_ids],
+        )
+
+    def _act_generate(self, prompt_ids: list[list[int]], generator) -> list[Sample]:
         actions = self._sample_tokens(prompt_ids, generator)
         scored = self.forward(prompt_ids, actions, full=True)
         ref = self.forward(prompt_ids, actions, reference=True)
@@ -227,32 +279,37 @@ class Policy:
         generator=None decodes greedily (argmax tokens, or the top-ranked candidate)."""
         prompt_ids = self.encode_prompts(prompts)
         if candidates is None:
+            actions = self._in_buckets(
+                lambda group: self._sample_tokens(group, generator),
+                prompt_ids,
+                [len(p) + self.max_new_tokens for p in prompt_ids],
+            )
             return [
-                parse_command(self.tokenizer.decode(a, skip_special_tokens=True))
-                for a in self._sample_tokens(prompt_ids, generator)
+                parse_command(self.tokenizer.decode(a, skip_special_tokens=True)) for a in actions
             ]
-        options = [
-            [
-                self.tokenizer(completion_text(c, self.tokenizer), add_special_tokens=False)[
-                    "input_ids"
-                ]
-                for c in cands
-            ]
-            for cands in candidates
-        ]
-        dist, _ = self.rank_distribution(prompt_ids, options)
-        picks = (
-            dist.argmax(-1)
-            if generator is None
-            else torch.multinomial(dist.exp().cpu(), 1, generator=generator)[:, 0]
-        )
-        return [cands[int(i)] for cands, i in zip(candidates, picks, strict=True)]
+
+        def pick(group: list[tuple]) -> list[str]:
+            dist, _ = self.rank_distribution([g[0] for g in group], [g[1] for g in group])
+            picks = (
+                dist.argmax(-1)
+                if generator is None
+                else torch.multinomial(dist.exp().cpu(), 1, generator=generator)[:, 0]
+            )
+            return [cands[int(i)] for (_, _, cands), i in zip(group, picks, strict=True)]
+
+        return self._rank_in_buckets(pick, prompt_ids, candidates)
 
     @torch.no_grad()
     def act_rank(
         self, prompts: list[str], candidates: list[list[str]], generator: torch.Generator
     ) -> list[Sample]:
-        prompt_ids = self.encode_prompts(prompts)
+        return self._rank_in_buckets(
+            lambda group: self._act_rank(group, generator), self.encode_prompts(prompts), candidates
+        )
+
+    def _rank_in_buckets(self, run, prompt_ids: list[list[int]], candidates: list[list[str]]):
+        """run([(prompt ids, option token lists, candidate commands)]) over length buckets; each
+        game's rows are its candidates, each its prompt plus that option."""
         options = [
             [
                 self.tokenizer(completion_text(c, self.tokenizer), add_special_tokens=False)[
@@ -262,6 +319,15 @@ class Policy:
             ]
             for cands in candidates
         ]
+        return self._in_buckets(
+            run,
+            list(zip(prompt_ids, options, candidates, strict=True)),
+            [len(p) + max(map(len, opts)) for p, opts in zip(prompt_ids, options, strict=True)],
+            [len(opts) for opts in options],
+        )
+
+    def _act_rank(self, group: list[tuple], generator) -> list[Sample]:
+        prompt_ids, options, candidates = (list(column) for column in zip(*group, strict=True))
         dist, values = self.rank_distribution(prompt_ids, options)
         ref_dist, _ = self.rank_distribution(prompt_ids, options, reference=True)
         samples = []
@@ -303,44 +369,6 @@ class Policy:
         return candidate_log_softmax(scores, valid), scored.values[first_rows]
 
 
-@contextlib.contextmanager
-def recompute_layer_activations(model: nn.Module, enabled: bool = True):
-    """Within the block, each decoder layer keeps only its input for backward and recomputes
-    the rest (gradient checkpointing): activation memory falls from all layers' to one layer's.
-
-    Only the PPO update uses it: under generation it would turn the KV cache off. transformers
-    checkpoints a layer only when that layer is in training mode, so the layer modules alone
-    are flagged as training; their children stay in eval mode and dropout stays off, as the
-    rollout scored the actions. Reentrant checkpointing (the layer's first forward runs under
-    no_grad) because bitsandbytes' 8-bit matmul keeps its input on the autograd context
-    object, out of reach of the non-reentrant kind's saved-tensor hooks: with that kind a 7B
-    8-bit update still held every layer's inputs (reports/bench/gpu.json). Reentrant needs an
-    input that requires grad: the embeddings' output is marked so for the block."""
-    if not enabled:
-        yield
-        return
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no checkpointable decoder layers")
-    checkpoint = functools.partial(torch.utils.checkpoint.checkpoint, use_reentrant=True)
-    saved = [(layer.gradient_checkpointing, layer.training) for layer in layers]
-    hook = model.get_input_embeddings().register_forward_hook(
-        lambda _module, _inputs, output: output.requires_grad_(True)
-    )
-    for layer in layers:
-        layer._gradient_checkpointing_func = checkpoint
-        layer.gradient_checkpointing = True
-        layer.training = True
-    try:
-        yield
-    finally:
-        hook.remove()
-        for layer, (flag, training) in zip(layers, saved, strict=True):
-            layer.gradient_checkpointing, layer.training = flag, training
-
-
 def policy_with_fresh_adapter(model, tokenizer, cfg, prepare_kbit: bool = True) -> Policy:
     """A fresh LoRA adapter (`cfg.lora`) and a zero value head on `model`: the PPO policy at
     iteration 0, with `cfg` the `ppo` params. A model loaded in 8 or 4 bits first gets peft's
@@ -366,4 +394,5 @@ def policy_with_fresh_adapter(model, tokenizer, cfg, prepare_kbit: bool = True) 
         cfg.max_new_tokens,
         cfg.temperature,
         cfg.js_top_k,
+        cfg.max_batch_tokens,
     )

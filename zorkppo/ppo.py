@@ -97,12 +97,6 @@ def value_loss(values_new: Tensor, values_old: Tensor, returns: Tensor, clip: fl
     return 0.5 * squared.mean()
 
 
-def kl_penalty_per_token(logprob_policy: Tensor, logprob_ref: Tensor) -> Tensor:
-    """k1 KL estimate per sampled token; its sum over a sequence is that sequence's log-ratio,
-    which is what the reward shaping needs (k3 would not sum to it)."""
-    return logprob_policy - logprob_ref
-
-
 def kl_k3_per_token(logprob_policy: Tensor, logprob_ref: Tensor) -> Tensor:
     """Schulman's k3 estimator of KL(policy || ref) per sampled token: r - log r - 1 with
     r = p_ref / p_policy. Unbiased like k1 but never negative, so its gradient is tame."""

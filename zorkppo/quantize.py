@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from peft import PeftModel
 from transformers import BitsAndBytesConfig
 
-from zorkppo.model import load_causal_lm
+from zorkppo.model import load_adapter, load_causal_lm
 
 
 def quantization_config(bits, llm_int8_threshold: float = 6.0) -> BitsAndBytesConfig | None:
@@ -24,7 +23,7 @@ def quantization_config(bits, llm_int8_threshold: float = 6.0) -> BitsAndBytesCo
 def merge_adapter(base_path: Path, adapter_path: Path, device: torch.device, dtype: str):
     """Base weights + LoRA deltas folded in: a plain model with no adapter left."""
     base = load_causal_lm(base_path, device, dtype)
-    return PeftModel.from_pretrained(base, str(adapter_path)).merge_and_unload()
+    return load_adapter(base, adapter_path).merge_and_unload()
 
 
 def quantized_linear_count(model) -> dict[str, int]:

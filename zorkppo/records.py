@@ -62,7 +62,7 @@ TRAJECTORIES = TableSchema(
 
 ROLLOUTS = TableSchema(
     name="rollouts",
-    version=1,
+    version=2,  # v2: truncated (cut by ppo.max_steps; done includes it), world_changed
     arrow=pa.schema(
         [
             ("iteration", pa.int32()),
@@ -73,6 +73,8 @@ ROLLOUTS = TableSchema(
             ("game_score", pa.int32()),
             ("location", pa.string()),
             ("done", pa.bool_()),
+            ("truncated", pa.bool_()),
+            ("world_changed", pa.bool_()),
         ]
         + [
             (name, pa.float64())

@@ -27,17 +27,26 @@ def md5_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_rom(path: Path, expected_md5: str = ZORK1_MD5) -> Path:
+def verify_rom(path: Path, fix: str = HOW_TO_GET) -> Path:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"ROM not found at {path}: {HOW_TO_GET}")
+        raise UserError(f"ROM not found at {path}: {fix}")
     actual = md5_of(path)
-    if actual != expected_md5:
+    if actual != ZORK1_MD5:
         raise UserError(
-            f"ROM {path} has md5 {actual}, expected {expected_md5} (the Zork I build Jericho "
-            f"supports, revision 88): {HOW_TO_GET}"
+            f"ROM {path} has md5 {actual}, expected {ZORK1_MD5} (the Zork I build Jericho "
+            f"supports, revision 88): {fix}"
         )
     return path
+
+
+def installed_rom(path: Path) -> Path:
+    """The ROM the `rom` stage put in place, checked again by the stages that play."""
+    return verify_rom(
+        path,
+        "run the rom stage first (dvc repro rom): it installs a verified copy from "
+        f"game.rom_path, ${ROM_ENV_VAR} or game.rom_url",
+    )
 
 
 def _download(url: str, dest: Path) -> None:
@@ -48,7 +57,7 @@ def _download(url: str, dest: Path) -> None:
         raise UserError(f"could not download the ROM from {url} ({exc}): {HOW_TO_GET}") from None
 
 
-def install_rom(dest: Path, local_path: str = "", url: str = "", md5: str = ZORK1_MD5) -> str:
+def install_rom(dest: Path, local_path: str = "", url: str = "") -> str:
     """Put a verified ROM at `dest`; return where it came from.
 
     Order: `local_path` (param), then $ZORK_ROM, then `url`. The copy goes to a temp file
@@ -63,7 +72,7 @@ def install_rom(dest: Path, local_path: str = "", url: str = "", md5: str = ZORK
     tmp = Path(tmp_name)
     try:
         if source:
-            verify_rom(Path(source), md5)
+            verify_rom(Path(source))
             shutil.copyfile(source, tmp)
             origin = str(source)
         elif url:
@@ -71,7 +80,7 @@ def install_rom(dest: Path, local_path: str = "", url: str = "", md5: str = ZORK
             origin = url
         else:
             raise UserError(f"no ROM source given: {HOW_TO_GET}")
-        verify_rom(tmp, md5)
+        verify_rom(tmp)
         os.replace(tmp, dest)
         return origin
     finally:

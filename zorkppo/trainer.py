@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from zorkppo import ppo
-from zorkppo.policy import Policy, Sample, recompute_layer_activations
+from zorkppo.model import recompute_layer_activations
+from zorkppo.policy import Policy, Sample
 from zorkppo.prompt import render_prompt
 from zorkppo.rewards import TERMS, EpisodeTracker
 
@@ -43,10 +44,16 @@ def start_rollout(games: VecGames, history_turns: int) -> RolloutState:
     return RolloutState(trackers, states, games.count)
 
 
-def prompts_for(rollout: RolloutState, tokenizer) -> list[str]:
+def prompts_for(rollout: RolloutState, tokenizer, only: list[int] | None = None) -> list[str]:
+    games = range(len(rollout.states)) if only is None else only
     return [
-        render_prompt(s.description, s.inventory, list(t.history), tokenizer)
-        for s, t in zip(rollout.states, rollout.trackers, strict=True)
+        render_prompt(
+            rollout.states[i].description,
+            rollout.states[i].inventory,
+            list(rollout.trackers[i].history),
+            tokenizer,
+        )
+        for i in games
     ]
 
 
@@ -82,7 +89,7 @@ def play_turns(
         for i, state in enumerate(after):
             tracker = rollout.trackers[i]
             terms = tracker.record(rollout.states[i], commands[i], state, cfg.rewards)
-            done = state.done or tracker.steps >= cfg.max_steps
+            truncated = not state.done and tracker.steps >= cfg.max_steps
             turn_records.append(
                 {
                     "env": i,
@@ -91,15 +98,26 @@ def play_turns(
                     "command": commands[i],
                     "game_score": state.score,
                     "location": state.location,
-                    "done": done,
+                    "done": state.done or truncated,
+                    "truncated": truncated,
+                    "world_changed": state.world_hash != rollout.states[i].world_hash,
                     "reward": sum(terms.values()),
                     **terms,
                 }
             )
             rollout.states[i] = state
-            if done:
+            if state.done or truncated:
                 rollout.finished_scores.append(state.score)
                 resets.append(i)
+        # A game cut at max_steps has not ended: GAE needs the value of where it was cut,
+        # read now, before the reset replaces that state.
+        cut = [i for i in resets if turn_records[i]["truncated"]]
+        if cut:
+            cut_values = policy.values(
+                policy.encode_prompts(prompts_for(rollout, policy.tokenizer, cut))
+            )
+            for i, value in zip(cut, cut_values.tolist(), strict=True):
+                turn_records[i]["cut_value"] = value
         for i, state in zip(
             resets, games.call("reset", only=resets) if resets else [], strict=True
         ):
@@ -115,8 +133,15 @@ def play_turns(
 def advantages_per_game(
     records, samples, last_values, gamma, lam
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GAE down each game's column of turns; returns [T, N] advantages and returns."""
-    rewards = torch.tensor([[r["reward"] for r in row] for row in records], dtype=torch.float32)
+    """GAE down each game's column of turns; returns [T, N] advantages and returns.
+
+    A turn cut by max_steps ends its episode's GAE chain (the next turn starts a new game),
+    but the game was not over: its TD target is reward + gamma * value of the state it was
+    cut in (`cut_value`), as if that state's future had been played out."""
+    rewards = torch.tensor(
+        [[r["reward"] + gamma * r.get("cut_value", 0.0) for r in row] for row in records],
+        dtype=torch.float32,
+    )
     dones = torch.tensor([[float(r["done"]) for r in row] for row in records])
     values = torch.tensor([[s.value for s in row] for row in samples], dtype=torch.float32)
     advantages, returns = torch.zeros_like(rewards), torch.zeros_like(rewards)
@@ -244,8 +269,17 @@ def ppo_update(
     return {k: sum(v) / len(v) for k, v in stats.items()}, updates
 
 
+def rollout_kl(samples: list[list[Sample]], mode: str) -> float:
+    """The rollout's mean KL to the reference, in the loss's unit: per action token in
+    generate mode (the loss's KL is per token), per turn in rank mode (one choice a turn)."""
+    flat = [s for row in samples for s in row]
+    if mode == "rank":
+        return sum(s.kl for s in flat) / len(flat)
+    return sum(s.kl for s in flat) / max(1, sum(len(s.options[0]) for s in flat))
+
+
 def iteration_metrics(
-    samples, records, advantages, returns, update_stats, rollout, kl_coef, seconds, turns
+    samples, records, advantages, returns, update_stats, rollout, kl_coef, seconds, turns, mode
 ):
     values = torch.tensor([[s.value for s in row] for row in samples])
     flat = [r for row in records for r in row]
@@ -255,9 +289,10 @@ def iteration_metrics(
         "return/mean": float(returns.mean()),
         "reward/mean": sum(r["reward"] for r in flat) / len(flat),
         "kl_coef": kl_coef,
-        "kl_rollout": sum(s.kl for row in samples for s in row) / len(flat),
+        "kl_rollout": rollout_kl(samples, mode),
         "explained_variance": ppo.explained_variance(values.flatten(), returns.flatten()),
-        "invalid_command_rate": sum(r["valid_command"] == 0 for r in flat) / len(flat),
+        "invalid_command_rate": sum(not r["world_changed"] for r in flat) / len(flat),
+        "truncated_episodes": sum(r["truncated"] for r in flat),
         "env_steps_per_s": turns / seconds,
         **{f"reward/{t}": sum(r[t] for r in flat) / len(flat) for t in TERMS},
         **update_stats,
@@ -306,6 +341,7 @@ def train_iteration(
         controller.coef,
         seconds,
         len(samples) * games.count,
+        cfg.action_mode,
     )
     controller.update(metrics["kl_rollout"])
     # 5. Turn-level records for the rollouts table.
