@@ -142,14 +142,15 @@ def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args
         update={
             "target_kl": 1e9,  # every epoch runs: the iteration's full cost
             "max_new_tokens": args.new_tokens,
-            "max_prompt_tokens": args.prompt_tokens,
             "lora": params.ppo.lora.model_copy(
                 update={"r": args.lora_r, "target_modules": ["q_proj", "v_proj"]}
             ),
         }
     )
     # int8 is the pipeline's recipe; int8-noupcast skips the fp32 upcast of k-bit preparation
-    policy = policy_with_fresh_adapter(model, tokenizer, cfg, variant != "int8-noupcast")
+    policy = policy_with_fresh_adapter(
+        model, tokenizer, cfg, args.prompt_tokens, variant != "int8-noupcast"
+    )
     policy.model.eval()  # as train_iteration
     sync()
     loaded = {

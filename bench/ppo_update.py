@@ -57,7 +57,7 @@ def child(args) -> None:
         "float32",
         quantization_config(bits, params.quantize.llm_int8_threshold) if bits else None,
     )
-    policy = policy_with_fresh_adapter(model, tokenizer, cfg)
+    policy = policy_with_fresh_adapter(model, tokenizer, cfg, params.prompt.max_prompt_tokens)
     model = policy.model
     load_s = time.perf_counter() - started
     model_bytes = sum(p.numel() * p.element_size() for p in model.parameters())

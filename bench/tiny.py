@@ -97,6 +97,8 @@ def make_policy(model, tokenizer, params):
     """LoRA (ppo.lora) + ValueHead + Policy, as stages.ppo.build_policy does after loading."""
     from zorkppo.policy import policy_with_fresh_adapter
 
-    policy = policy_with_fresh_adapter(model, tokenizer, params.ppo)
+    policy = policy_with_fresh_adapter(
+        model, tokenizer, params.ppo, params.prompt.max_prompt_tokens
+    )
     policy.model.eval()
     return policy

@@ -19,6 +19,7 @@ from zorkppo.evaluate import (
     pick_episodes,
     play_episodes,
     policy_chooser,
+    protocol_line,
     random_chooser,
     require_agent_models,
     summarize,
@@ -47,6 +48,12 @@ def ppo_curves() -> dict[str, list[tuple[int, float]]]:
     return series
 
 
+# Model agents play twice: greedy (one episode: game and policy are both deterministic, so
+# more episodes would replay it) and sampled at eval.temperature (eval.episodes episodes).
+# The random agent samples; the walkthrough is deterministic.
+DECODINGS = {"random": ("sample",), "walkthrough": ("greedy",)}
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     params = params_from_cli(__doc__, argv)
@@ -57,42 +64,65 @@ def main(argv: list[str] | None = None) -> None:
     walkthrough_data = (
         "walkthrough" in params.sft.sources and params.collect.episodes.walkthrough > 0
     )
-    protocol = (
-        f"Protocol: {ev.episodes} episodes of at most {ev.max_steps} steps per agent, game seed "
-        f"{params.game.seed}, run seed {params.seed}, {ev.decoding} decoding ({ev.action_mode} mode), "
-        f"model profile `{params.model.profile}`, walkthrough data in training: "
-        f"{'yes' if walkthrough_data else 'no'}."
-    )
+    protocol_info = {
+        "episodes": ev.episodes,
+        "greedy_episodes": 1,
+        "max_steps": ev.max_steps,
+        "game_seed": params.game.seed,
+        "seed": params.seed,
+        "temperature": ev.temperature,
+        "action_mode": ev.action_mode,
+        "model_profile": params.model.profile,
+        "walkthrough_data_in_training": walkthrough_data,
+    }
+    protocol = protocol_line(protocol_info)
 
     require_agent_models(ev.agents)
     all_rows, metrics, transcripts = [], {}, {}
     with VecGames(zork_factory(str(rom), params.game.seed), ev.episodes) as games:
         for agent in ev.agents:
-            started = time.perf_counter()
-            if agent == "random":
-                choose = random_chooser(params.seed)
-            elif agent == "walkthrough":
-                choose = walkthrough_chooser(games.call("walkthrough", only=[0])[0])
-            else:
+            policy = None
+            if agent not in DECODINGS:
                 policy = load_agent_policy(agent, params, device)
-                generator = (
-                    None if ev.decoding == "greedy" else torch.Generator().manual_seed(params.seed)
+            metrics[agent] = {}
+            for decoding in DECODINGS.get(agent, ("greedy", "sample")):
+                started = time.perf_counter()
+                if agent == "random":
+                    choose = random_chooser(params.seed)
+                elif agent == "walkthrough":
+                    choose = walkthrough_chooser(games.call("walkthrough", only=[0])[0])
+                else:
+                    generator = (
+                        torch.Generator().manual_seed(params.seed) if decoding == "sample" else None
+                    )
+                    choose = policy_chooser(
+                        policy,
+                        policy.tokenizer,
+                        generator,
+                        ev.action_mode,
+                        ev.max_candidates,
+                        params.seed,
+                    )
+                episodes = ev.episodes if decoding == "sample" else 1
+                rows = play_episodes(
+                    agent, games, choose, ev.max_steps, params.prompt.history_turns, episodes
                 )
-                choose = policy_chooser(
-                    policy, policy.tokenizer, generator, ev.action_mode, ev.max_candidates
+                for row in rows:
+                    row["decoding"] = decoding
+                m = metrics[agent][decoding] = summarize(rows)
+                all_rows += rows
+                for which, episode in pick_episodes(rows).items():
+                    if decoding == "greedy" and which == "median":
+                        continue  # one greedy episode: best and median are the same game
+                    transcripts[f"{agent}_{decoding}_{which}.md"] = transcript_markdown(
+                        f"{agent} ({decoding})", which, episode, protocol
+                    )
+                print(
+                    f"evaluate: {agent:12s} {decoding:6s} score {m['score_mean']:6.1f} ± "
+                    f"{m['score_std']:5.1f} (max {m['score_max']}, {m['episodes']} episodes) "
+                    f"valid {m['valid_command_rate']:.0%} deaths {m['deaths']} "
+                    f"({time.perf_counter() - started:.1f} s)"
                 )
-            rows = play_episodes(agent, games, choose, ev.max_steps, params.prompt.history_turns)
-            metrics[agent] = summarize(rows)
-            all_rows += rows
-            for which, episode in pick_episodes(rows).items():
-                transcripts[f"{agent}_{which}.md"] = transcript_markdown(
-                    agent, which, episode, protocol
-                )
-            m = metrics[agent]
-            print(
-                f"evaluate: {agent:12s} score {m['score_mean']:6.1f} ± {m['score_std']:5.1f} (max {m['score_max']}) "
-                f"valid {m['valid_command_rate']:.0%} deaths {m['deaths']} ({time.perf_counter() - started:.1f} s)"
-            )
 
     # Outputs only once every agent has played: a failure midway leaves the last run's intact.
     with atomic_dir(paths.EVAL_REPORTS / "transcripts") as folder:
@@ -103,16 +133,6 @@ def main(argv: list[str] | None = None) -> None:
     curves = ppo_curves()
     if curves:
         curve_chart(curves, paths.EVAL_REPORTS / "ppo_curve.png", "PPO training on Zork I")
-    protocol_info = {
-        "episodes": ev.episodes,
-        "max_steps": ev.max_steps,
-        "game_seed": params.game.seed,
-        "seed": params.seed,
-        "decoding": ev.decoding,
-        "action_mode": ev.action_mode,
-        "model_profile": params.model.profile,
-        "walkthrough_data_in_training": walkthrough_data,
-    }
     write_json({"protocol": protocol_info, "agents": metrics}, paths.EVAL_REPORTS / "metrics.json")
 
 

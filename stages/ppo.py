@@ -25,7 +25,7 @@ from zorkppo.trainer import start_rollout, train_iteration
 def build_policy(params, device) -> Policy:
     tokenizer = load_tokenizer(paths.QUANTIZED_MODEL)
     model = load_causal_lm(paths.QUANTIZED_MODEL, device, params.model.dtype)
-    return policy_with_fresh_adapter(model, tokenizer, params.ppo)
+    return policy_with_fresh_adapter(model, tokenizer, params.ppo, params.prompt.max_prompt_tokens)
 
 
 def log_metrics(live: Live, metrics: dict) -> None:

@@ -36,26 +36,34 @@ def main(argv: list[str] | None = None) -> None:
         df.episode_id, params.split.heldout_fraction, params.seed
     )
     tokenizer = load_tokenizer(paths.BASE_MODEL)
-    train_df = df[df.episode_id.isin(train_ids) & df.source.isin(sft.sources)]
+    imitated = [source for source in sft.sources if source in sft.imitate]
+    train_df = df[df.episode_id.isin(train_ids) & df.source.isin(imitated)]
     if train_df.empty:
         raise UserError(
-            f"the SFT training set is empty: no training episodes from sources {sft.sources}; "
-            "add sources to sft.sources or collect.episodes"
+            f"the SFT training set is empty: no training episodes from sources {imitated} "
+            f"(sft.sources {sft.sources} and sft.imitate {sft.imitate}); add sources to both "
+            "or episodes to collect.episodes"
         )
     train = build_examples(train_df, tokenizer, prompt.history_turns)
     heldout = build_examples(df[df.episode_id.isin(heldout_ids)], tokenizer, prompt.history_turns)
+    source_of = dict(zip(df.episode_id, df.source, strict=True))
+
+    def score(examples):
+        return evaluate_actions(
+            model, tokenizer, examples, prompt.max_prompt_tokens, sft.max_new_tokens
+        )
 
     # 2. Base model + fresh LoRA; score held-out before training (adapter starts as a no-op).
     model = load_causal_lm(paths.BASE_MODEL, device, params.model.dtype)
     model = attach_lora(
         model, sft.lora.r, sft.lora.alpha, sft.lora.dropout, sft.lora.target_modules
     )
-    before = evaluate_actions(
-        model, tokenizer, heldout, prompt.max_prompt_tokens, sft.max_new_tokens
-    )
+    before = score(heldout)
 
-    # 3. Train, logging the loss curve with dvclive. The reports folder is written aside and
-    # put in place with the adapter, so an interrupted run leaves the last run's intact.
+    # 3. Train until the imitated commands are learned (greedy exact match 1.0 on them, checked
+    # every sft.check_every epochs) or sft.epochs run out, logging the loss curve with dvclive.
+    # The reports folder is written aside and put in place with the adapter, so an
+    # interrupted run leaves the last run's intact.
     with atomic_dir(paths.SFT_REPORTS) as reports:
         with Live(str(reports), save_dvc_exp=False, dvcyaml=None, report=None) as live:
 
@@ -73,21 +81,34 @@ def main(argv: list[str] | None = None) -> None:
                 prompt.max_prompt_tokens,
                 params.seed,
                 log,
+                sft.warmup_fraction,
+                sft.check_every,
+                lambda: score(train)["exact_match"] == 1.0,
             )
-        after = evaluate_actions(
-            model, tokenizer, heldout, prompt.max_prompt_tokens, sft.max_new_tokens
-        )
+        after = score(heldout)
+        # Per imitated source: does greedy decoding replay its commands, on the training
+        # episodes and on held-out ones (none when all of a source's episodes trained).
+        per_source = {
+            source: {
+                split: score([e for e in examples if source_of[e.episode_id] == source])
+                for split, examples in (("train", train), ("heldout", heldout))
+                if any(source_of[e.episode_id] == source for e in examples)
+            }
+            for source in imitated
+        }
 
         # 4. Artifacts: the adapter and the held-out metrics.
         with atomic_dir(paths.SFT_ADAPTER) as out:
             save_adapter(model, out)
         metrics = {
+            "imitated_sources": imitated,
             "train_examples": len(train),
             "heldout_examples": len(heldout),
             "updates": updates,
             "heldout_episodes": sorted(heldout_ids),
             "before": before,
             "after": after,
+            "imitated": per_source,
         }
         write_json(metrics, reports / "metrics.json")
     print(
@@ -99,6 +120,12 @@ def main(argv: list[str] | None = None) -> None:
             f"sft: {name:6s} loss {m['action_loss']:.3f} exact {m['exact_match']:.1%} "
             f"valid {m['valid_command_rate']:.1%}"
         )
+    for source, splits in per_source.items():
+        for split, m in splits.items():
+            print(
+                f"sft: {source} {split} rows: exact {m['exact_match']:.1%} "
+                f"({m['examples']} commands), loss {m['action_loss']:.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from zorkppo.config import PpoParams
 from zorkppo.envs import ToyRoom
 from zorkppo.model import attach_lora, build_tiny_llama, pretrain, train_tokenizer
 from zorkppo.policy import Policy, ValueHead
-from zorkppo.prompt import Turn, render_prompt
+from zorkppo.prompt import Turn, completion_text, render_prompt
 
 
 def toy_prompt() -> str:
@@ -21,7 +21,7 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 def tiny_policy(seed: int = 0, pretrain_steps: int = 0) -> Policy:
     """A tiny Llama + LoRA; untrained, it ranks the toy room's commands near uniformly."""
     torch.manual_seed(seed)
-    texts = [toy_prompt() + c + "\n" for c in ToyRoom.COMMANDS] * 4
+    texts = [toy_prompt() + " " + c + "\n" for c in ToyRoom.COMMANDS] * 4
     tokenizer = train_tokenizer(texts, vocab_size=500)
     model = build_tiny_llama(tokenizer, 32, 64, 2, 2, 512)
     stream = [t for text in texts for t in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]]
@@ -58,7 +58,7 @@ def best_command_probability(policy: Policy) -> float:
     prompt_ids = policy.encode_prompts([toy_prompt()])
     options = [
         [
-            policy.tokenizer(c + "\n" + policy.tokenizer.eos_token, add_special_tokens=False)[
+            policy.tokenizer(completion_text(c, policy.tokenizer), add_special_tokens=False)[
                 "input_ids"
             ]
             for c in ToyRoom.COMMANDS

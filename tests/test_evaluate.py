@@ -72,15 +72,24 @@ def sample_metrics():
     }
     protocol = {
         "episodes": 3,
+        "greedy_episodes": 1,
         "max_steps": 100,
         "game_seed": 12,
         "seed": 0,
-        "decoding": "sample",
+        "temperature": 0.7,
         "action_mode": "generate",
         "model_profile": "tiny",
         "walkthrough_data_in_training": True,
     }
-    return {"protocol": protocol, "agents": {"random": agent, "ppo": {**agent, "score_mean": 20.0}}}
+    greedy = {**agent, "episodes": 1, "score_mean": 35.0, "score_std": 0.0, "score_max": 35}
+    return {
+        "protocol": protocol,
+        "agents": {
+            "random": {"sample": agent},
+            "walkthrough": {"greedy": {**greedy, "score_mean": 102.0}},
+            "ppo": {"greedy": greedy, "sample": {**agent, "score_mean": 20.0}},
+        },
+    }
 
 
 def test_results_table_renders_and_checks(tmp_path):
@@ -92,8 +101,9 @@ def test_results_table_renders_and_checks(tmp_path):
     assert results_table.main([*args, "--check"]) == 1
     assert results_table.main(args) == 0
     text = readme.read_text()
-    assert "| random | 12.5 ± 2.0 | 15 | 98 | 6.3 | 40% | 1 |" in text
-    assert "| ppo | 20.0 ± 2.0 |" in text and text.endswith("tail\n")
+    assert "| random | - | 12.5 ± 2.0 | 15 | 98 | 6.3 | 40% | 1 |" in text
+    assert "| walkthrough | 102 | - | - | 98 |" in text
+    assert "| ppo | 35 | 20.0 ± 2.0 | 15 |" in text and text.endswith("tail\n")
     assert (
         "at most 100 steps each, game seed 12" in text
         and "walkthrough data used in training: yes" in text

@@ -42,14 +42,16 @@ def test_reward_terms_hand_values():
         "novelty": 0.2,
     }
     # died (the game already took 10 points), nothing new, 4th visit: novelty 0.2/2
-    terms = reward_terms(-10, False, True, False, 4, weights)
+    terms = reward_terms(-10, False, True, True, 4, weights)
     assert terms == {
         "score": -10.0,
         "new_location": 0.0,
         "death": -5.0,
-        "valid_command": 0.0,
+        "valid_command": 0.1,
         "novelty": 0.1,
     }
+    # a command that changed nothing earns no novelty, however rarely its state was seen
+    assert reward_terms(0, False, False, False, 1, weights)["novelty"] == 0.0
 
 
 def test_only_option_tokens_carry_log_probs():

@@ -24,7 +24,6 @@ PPO = {
     "ppo_epochs": 1,
     "minibatch_size": 4,
     "max_new_tokens": 4,
-    "max_prompt_tokens": 96,
 }
 
 

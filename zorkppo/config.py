@@ -100,16 +100,21 @@ class LoraParams(Section):
     target_modules: list[str] = ["q_proj", "v_proj"]
 
 
+SOURCES = Literal["walkthrough", "random", "explorer", "human"]
+
+
 class SftParams(Section):
-    sources: list[Literal["walkthrough", "random", "explorer", "human"]] = [
-        "walkthrough",
-        "random",
-        "explorer",
-        "human",
-    ]
-    epochs: int = Field(3, ge=1)
+    # what base pretraining and SFT may learn from (the protocol: drop walkthrough for none)
+    sources: list[SOURCES] = ["walkthrough", "random", "explorer", "human"]
+    # whose commands SFT imitates, among `sources`; the others only pretrain the tiny base
+    # (imitating a random agent teaches random play: README, "What SFT imitates")
+    imitate: list[SOURCES] = ["walkthrough", "human"]
+    epochs: int = Field(12, ge=1)  # at most; see check_every
     batch_size: int = Field(8, ge=1)
-    learning_rate: float = Field(1e-3, gt=0)
+    learning_rate: float = Field(3e-3, gt=0)  # peak: linear warm-up, then cosine decay to 0
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    # every N epochs, stop early once greedy decoding replays every imitated training command
+    check_every: int = Field(3, ge=0)
     lora: LoraParams = LoraParams()
     max_new_tokens: int = Field(10, ge=1)
 
@@ -124,7 +129,7 @@ class RewardParams(Section):
     new_location: float = 1.0  # first visit to a room this episode
     death: float = -5.0  # on top of the game's own penalty
     valid_command: float = 0.1  # the command changed the world (Jericho's notion of valid)
-    novelty: float = 0.2  # x 1/sqrt(visits) of the world state reached, this episode
+    novelty: float = 0.2  # x 1/sqrt(visits) of the world state reached, this episode; 0 for no-ops
 
 
 class KlParams(Section):
@@ -164,7 +169,6 @@ class PpoParams(Section):
     max_new_tokens: int = Field(8, ge=1)
     temperature: float = Field(1.0, gt=0)
     max_candidates: int = Field(8, ge=2)  # rank mode: valid actions scored per turn
-    max_prompt_tokens: int = Field(256, ge=16)
     # games per policy forward: sorted by length, grouped within this many padded tokens;
     # 0: all in one batch; auto: 1024 on CPU, 0 on GPU (zorkppo.policy.CPU_BATCH_TOKENS)
     max_batch_tokens: int | Literal["auto"] = "auto"
@@ -185,10 +189,9 @@ EVAL_AGENTS = ("random", "walkthrough", "base", "sft", "quantized", "ppo")
 
 class EvalParams(Section):
     agents: list[Literal[EVAL_AGENTS]] = list(EVAL_AGENTS)
-    episodes: int = Field(3, ge=1)
+    episodes: int = Field(10, ge=1)  # sampled episodes per agent (greedy plays one)
     max_steps: int = Field(100, ge=1)  # the Jericho literature's protocol
-    decoding: Literal["greedy", "sample"] = "sample"
-    temperature: float = Field(0.7, gt=0)
+    temperature: float = Field(0.7, gt=0)  # of the sampled episodes
     action_mode: Literal["generate", "rank"] = "generate"
     max_candidates: int = Field(8, ge=2)
     max_new_tokens: int = Field(8, ge=1)

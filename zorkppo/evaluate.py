@@ -28,11 +28,11 @@ from zorkppo.model import (
 from zorkppo.policy import Policy, ValueHead
 from zorkppo.prompt import Turn, render_prompt
 from zorkppo.records import TableSchema, atomic_path
-from zorkppo.rewards import EpisodeTracker
+from zorkppo.rewards import EpisodeTracker, draw_candidates
 
 EPISODES = TableSchema(
     name="eval_episodes",
-    version=1,
+    version=2,
     arrow=pa.schema(
         [
             ("agent", pa.string()),
@@ -48,6 +48,7 @@ EPISODES = TableSchema(
             ("done", pa.bool_()),
             ("died", pa.bool_()),
             ("world_changed", pa.bool_()),
+            ("decoding", pa.string()),  # greedy | sample
         ]
     ),
 )
@@ -83,7 +84,7 @@ def load_agent_policy(agent: str, params, device) -> Policy:
         model,
         tokenizer,
         ValueHead(model.config.hidden_size).to(device),
-        params.ppo.max_prompt_tokens,
+        params.prompt.max_prompt_tokens,
         params.eval.max_new_tokens,
         params.eval.temperature,
         max_batch_tokens=params.ppo.max_batch_tokens,
@@ -95,13 +96,20 @@ Chooser = Callable[[list[int], list[GameState], list[EpisodeTracker], VecGames],
 
 
 def play_episodes(
-    agent: str, games: VecGames, choose: Chooser, max_steps: int, history_turns: int
+    agent: str,
+    games: VecGames,
+    choose: Chooser,
+    max_steps: int,
+    history_turns: int,
+    episodes: int | None = None,
 ) -> list[dict]:
-    states = games.call("reset")
-    trackers = [EpisodeTracker(history_turns, episode=i) for i in range(games.count)]
+    """`episodes` episodes (default: one per game) in games 0..episodes-1, all at once."""
+    active = list(range(games.count if episodes is None else episodes))
+    states = games.call("reset", only=active)
+    trackers = [EpisodeTracker(history_turns, episode=i) for i in active]
     for tracker, state in zip(trackers, states, strict=True):
         tracker.start(state)
-    active, rows = list(range(games.count)), []
+    rows = []
     for step in range(max_steps):
         if not active:
             break
@@ -158,7 +166,12 @@ def walkthrough_chooser(walkthrough: list[str]) -> Chooser:
     return choose
 
 
-def policy_chooser(policy, tokenizer, generator, action_mode: str, max_candidates: int) -> Chooser:
+def policy_chooser(
+    policy, tokenizer, generator, action_mode: str, max_candidates: int, seed: int = 0
+) -> Chooser:
+    """generator None: greedy decoding. Rank mode draws its candidates as PPO's rollouts do."""
+    rng = random.Random(seed)
+
     def choose(active, states, trackers, games):
         prompts = [
             render_prompt(s.description, s.inventory, list(t.history), tokenizer)
@@ -167,12 +180,24 @@ def policy_chooser(policy, tokenizer, generator, action_mode: str, max_candidate
         candidates = None
         if action_mode == "rank":
             candidates = [
-                sorted(v)[:max_candidates] or ["look"]
+                draw_candidates(v, max_candidates, rng)
                 for v in games.call("valid_actions", only=active)
             ]
         return policy.commands(prompts, candidates, generator)
 
     return choose
+
+
+def protocol_line(p: dict) -> str:
+    """The evaluation protocol in one sentence (transcripts, plots and the README table)."""
+    return (
+        f"Protocol: each model agent plays {p['greedy_episodes']} greedy episode (game and policy "
+        f"are deterministic) and {p['episodes']} sampled at temperature {p['temperature']}; "
+        f"random {p['episodes']} episodes, walkthrough 1; at most {p['max_steps']} steps each, "
+        f"game seed {p['game_seed']}, run seed {p['seed']}, {p['action_mode']} mode, model profile "
+        f"`{p['model_profile']}`, walkthrough data used in training: "
+        f"{'yes' if p['walkthrough_data_in_training'] else 'no'}."
+    )
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -230,25 +255,39 @@ def transcript_markdown(agent: str, which: str, episode: list[dict], protocol: s
 
 
 def bar_chart(metrics: dict, path: Path, title: str) -> None:
+    """Per agent: the greedy score and the sampled mean (± std, max) side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = list(metrics)
-    means = [metrics[n]["score_mean"] for n in names]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.bar(
-        names,
-        means,
-        yerr=[metrics[n]["score_std"] for n in names],
-        capsize=4,
-        color="#4c72b0",
-        label="mean ± std",
-    )
+    x = range(len(names))
+    fig, ax = plt.subplots(figsize=(7.5, 3.5))
+    for offset, decoding, color in ((-0.2, "greedy", "#55a868"), (0.2, "sample", "#4c72b0")):
+        runs = [metrics[n].get(decoding) for n in names]
+        ax.bar(
+            [i + offset for i, m in zip(x, runs, strict=True) if m],
+            [m["score_mean"] for m in runs if m],
+            width=0.4,
+            yerr=[m["score_std"] for m in runs if m],
+            capsize=3,
+            color=color,
+            label=f"{decoding} (mean ± std)",
+        )
+    sampled = [
+        (i + 0.2, metrics[n]["sample"]["score_max"])
+        for i, n in zip(x, names, strict=True)
+        if "sample" in metrics[n]
+    ]
     ax.scatter(
-        names, [metrics[n]["score_max"] for n in names], color="#dd8452", zorder=3, label="max"
+        [p for p, _ in sampled],
+        [m for _, m in sampled],
+        color="#dd8452",
+        zorder=3,
+        label="sampled max",
     )
+    ax.set_xticks(list(x), names)
     ax.set_ylabel("Zork I score")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)

@@ -369,9 +369,12 @@ class Policy:
         return candidate_log_softmax(scores, valid), scored.values[first_rows]
 
 
-def policy_with_fresh_adapter(model, tokenizer, cfg, prepare_kbit: bool = True) -> Policy:
+def policy_with_fresh_adapter(
+    model, tokenizer, cfg, max_prompt_tokens: int, prepare_kbit: bool = True
+) -> Policy:
     """A fresh LoRA adapter (`cfg.lora`) and a zero value head on `model`: the PPO policy at
-    iteration 0, with `cfg` the `ppo` params. A model loaded in 8 or 4 bits first gets peft's
+    iteration 0, with `cfg` the `ppo` params and prompts cut to the
+    same `max_prompt_tokens` as SFT saw them (`prompt.max_prompt_tokens`). A model loaded in 8 or 4 bits first gets peft's
     k-bit preparation (norms, embeddings and head in fp32), unless `prepare_kbit` is False."""
     from peft import prepare_model_for_kbit_training
 
@@ -390,7 +393,7 @@ def policy_with_fresh_adapter(model, tokenizer, cfg, prepare_kbit: bool = True) 
         model,
         tokenizer,
         value_head,
-        cfg.max_prompt_tokens,
+        max_prompt_tokens,
         cfg.max_new_tokens,
         cfg.temperature,
         cfg.js_top_k,

@@ -29,12 +29,18 @@ def _clip(text: str) -> str:
 
 
 def render_prompt_text(description: str, inventory: str, history: Sequence[Turn]) -> str:
-    lines = [f"Room: {_clip(description)}", f"Inventory: {_clip(inventory)}", "Recent turns:"]
+    # The recent turns come last, so that a plain prompt ends the way a game transcript does
+    # (a reply, then the prompt sign): what the base model was pretrained to continue.
+    lines = [
+        f"Room: {_clip(description)}",
+        f"Inventory: {_clip(inventory)}",
+        INSTRUCTION,
+        "Recent turns:",
+    ]
     for turn in history:
         if turn.action:
             lines.append(f"{ACTION_PREFIX}{turn.action}")
         lines.append(_clip(turn.reply))
-    lines.append(INSTRUCTION)
     return "\n".join(lines)
 
 
@@ -44,12 +50,17 @@ def render_prompt(description, inventory, history, tokenizer=None) -> str:
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
         messages = [{"role": "user", "content": body}]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return body + "\n" + ACTION_PREFIX
+    # "\n>" without its space: the space starts the command's first token, as in "> open"
+    # (" open"), the way BPE splits transcripts; a prompt ending in a lone " " token would make
+    # the model write commands in token splits it never saw ("o", "pen").
+    return body + "\n" + ACTION_PREFIX.rstrip()
 
 
 def completion_text(action: str, tokenizer) -> str:
-    """What the model is trained to write after the prompt: the command, then end-of-text."""
-    return action + "\n" + (tokenizer.eos_token or "")
+    """What the model is trained to write after the prompt: the command, then end-of-text.
+    A plain prompt ends at ">", so the command's leading space is part of the completion."""
+    lead = "" if getattr(tokenizer, "chat_template", None) else " "
+    return lead + action + "\n" + (tokenizer.eos_token or "")
 
 
 def parse_command(generated: str) -> str:

@@ -12,18 +12,26 @@ import sys
 from pathlib import Path
 
 from zorkppo.config import EVAL_AGENTS
+from zorkppo.evaluate import protocol_line
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-COLUMNS = ["agent", "score (mean ± std)", "max", "moves", "rooms", "valid commands", "deaths"]
+COLUMNS = [
+    "agent",
+    "greedy score",
+    "sampled score (mean ± std)",
+    "sampled max",
+    "moves",
+    "rooms",
+    "valid commands",
+    "deaths",
+]
 
 
 def render(metrics: dict) -> str:
-    p = metrics["protocol"]
+    """One row per agent: the greedy episode's score, then the sampled episodes' figures
+    (a deterministic agent, the walkthrough, has only the former and fills the rest from it)."""
     lines = [
-        f"Protocol: {p['episodes']} episodes per agent, at most {p['max_steps']} steps each, game seed "
-        f"{p['game_seed']}, run seed {p['seed']}, {p['decoding']} decoding ({p['action_mode']} mode), model "
-        f"profile `{p['model_profile']}`, walkthrough data used in training: "
-        f"{'yes' if p['walkthrough_data_in_training'] else 'no'}.",
+        protocol_line(metrics["protocol"]),
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
@@ -32,11 +40,14 @@ def render(metrics: dict) -> str:
         set(metrics["agents"]) - set(EVAL_AGENTS)
     )
     for agent in order:
-        m = metrics["agents"][agent]
+        runs = metrics["agents"][agent]
+        greedy, sampled = runs.get("greedy"), runs.get("sample")
+        m = sampled or greedy
         cells = [
             agent,
-            f"{m['score_mean']:.1f} ± {m['score_std']:.1f}",
-            str(m["score_max"]),
+            f"{greedy['score_mean']:.0f}" if greedy else "-",
+            f"{sampled['score_mean']:.1f} ± {sampled['score_std']:.1f}" if sampled else "-",
+            str(sampled["score_max"]) if sampled else "-",
             f"{m['moves_mean']:.0f}",
             f"{m['unique_locations_mean']:.1f}",
             f"{m['valid_command_rate']:.0%}",

@@ -26,8 +26,19 @@ def reward_terms(
         "new_location": weights.new_location * float(new_location),
         "death": weights.death * float(died),
         "valid_command": weights.valid_command * float(world_changed),
-        "novelty": weights.novelty / math.sqrt(max(state_visits, 1)),
+        # Only a command that changed the world is novel: a no-op "reaches" the state it was
+        # typed in, whose visits are counted too, and was paid 0.14 of a real move's 0.2.
+        "novelty": weights.novelty / math.sqrt(max(state_visits, 1)) * float(world_changed),
     }
+
+
+def draw_candidates(valid_actions: list[str], max_candidates: int, rng) -> list[str]:
+    """Rank mode's candidates: the valid actions, capped at max_candidates by a seeded draw
+    (in PPO rollouts and evaluation alike); "look" when the game offers none."""
+    actions = list(valid_actions) or ["look"]
+    if len(actions) <= max_candidates:
+        return actions
+    return sorted(rng.sample(actions, max_candidates))
 
 
 @dataclass

@@ -7,6 +7,7 @@ loop is bit-for-bit repeatable on CPU, and it is twenty lines to read.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +66,14 @@ def episode_transcripts(df: pd.DataFrame) -> list[str]:
     return texts
 
 
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up over `warmup` updates, then cosine decay to 0 at update `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
 def train_lora(
     model,
     tokenizer,
@@ -75,8 +84,13 @@ def train_lora(
     max_prompt_tokens: int,
     seed: int,
     log: Callable[[int, float], None] = lambda step, loss: None,
+    warmup_fraction: float = 0.05,
+    check_every: int = 0,
+    learned: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Minibatch AdamW on the trainable (LoRA) weights; returns the number of updates."""
+    """Minibatch AdamW on the trainable (LoRA) weights, warm-up + cosine learning rate; returns
+    the number of updates. Every `check_every` epochs (0: never) `learned()` is asked whether
+    the model has learned its data; training stops early when it says so."""
     if not examples:
         raise UserError(
             "the SFT training set is empty after filtering: check sft.sources and split"
@@ -84,11 +98,15 @@ def train_lora(
     encoded = [encode_example(tokenizer, e.prompt, e.action, max_prompt_tokens) for e in examples]
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate)
+    total = epochs * math.ceil(len(encoded) / batch_size)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total, max(1, round(warmup_fraction * total)))
+    )
     order = random.Random(seed)
     device = next(model.parameters()).device
     step = 0
     model.train()
-    for _epoch in range(epochs):
+    for epoch in range(epochs):
         indices = list(range(len(encoded)))
         order.shuffle(indices)
         for start in range(0, len(indices), batch_size):
@@ -100,8 +118,15 @@ def train_lora(
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
+            schedule.step()
             log(step, loss.item())
             step += 1
+        if check_every and (epoch + 1) % check_every == 0 and epoch + 1 < epochs:
+            model.eval()
+            done = learned()
+            model.train()
+            if done:
+                break
     model.eval()
     return step
 

@@ -19,7 +19,7 @@ from zorkppo import ppo
 from zorkppo.model import recompute_layer_activations
 from zorkppo.policy import Policy, Sample
 from zorkppo.prompt import render_prompt
-from zorkppo.rewards import TERMS, EpisodeTracker
+from zorkppo.rewards import TERMS, EpisodeTracker, draw_candidates
 
 if TYPE_CHECKING:  # the PPO update imports without the game engine (bench/gpu.py on a GPU host)
     from zorkppo.envs import VecGames
@@ -59,15 +59,7 @@ def prompts_for(rollout: RolloutState, tokenizer, only: list[int] | None = None)
 
 def candidates_for(games: VecGames, max_candidates: int, rng: random.Random) -> list[list[str]]:
     """Valid actions per game, capped at max_candidates by a seeded draw."""
-    out = []
-    for actions in games.call("valid_actions"):
-        actions = actions or ["look"]
-        out.append(
-            sorted(rng.sample(actions, max_candidates))
-            if len(actions) > max_candidates
-            else actions
-        )
-    return out
+    return [draw_candidates(v, max_candidates, rng) for v in games.call("valid_actions")]
 
 
 def play_turns(
