@@ -71,7 +71,8 @@ def test_prompt_labels_are_masked_and_action_labels_are_not(tiny):
     n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
     assert encoded.labels[:n_prompt] == [IGNORE] * n_prompt
     assert encoded.labels[n_prompt:] == encoded.input_ids[n_prompt:]
-    assert tokenizer.decode(encoded.labels[n_prompt:]) == "take lamp\n<|eos|>"
+    # the prompt ends at ">": the command's leading space is part of what is learned
+    assert tokenizer.decode(encoded.labels[n_prompt:]) == " take lamp\n<|eos|>"
     batch = collate([encoded, encode_example(tokenizer, prompt, "n", 512)], tokenizer.pad_token_id)
     assert batch["attention_mask"][1].sum() < batch["attention_mask"][0].sum()
     assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()
@@ -89,8 +90,12 @@ def test_prompt_format_and_parsing(tiny):
         "You are empty-handed.",
         [Turn("", "Welcome"), Turn("north", "North of House")],
     )
-    assert prompt.startswith("Room: West of House\nInventory: You are empty-handed.")
-    assert "> north\nNorth of House" in prompt and prompt.endswith("\n> ")
+    assert prompt.startswith(
+        "Room: West of House\nInventory: You are empty-handed.\n"
+        "What do you do next? Answer with one game command.\nRecent turns:\nWelcome\n"
+    )
+    # ends like a transcript: the last reply, then the prompt sign without its space
+    assert prompt.endswith("> north\nNorth of House\n>")
     assert parse_command(" Open Mailbox\nmore text") == "open mailbox"
     assert parse_command("> take\x00 lamp") == "take lamp"
 

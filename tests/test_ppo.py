@@ -90,6 +90,9 @@ def test_rank_policy_is_softmax_of_summed_candidate_log_probs():
 
 def test_one_iteration_changes_only_lora_and_value_head():
     policy = tiny_policy()
+    # The untrained toy policy's commands change nothing, so every reward is 0: a value of 1
+    # gives the value head something to learn.
+    torch.nn.init.constant_(policy.value_head.linear.bias, 1.0)
     before = {n: p.detach().clone() for n, p in policy.model.named_parameters()}
     head_before = {n: p.detach().clone() for n, p in policy.value_head.named_parameters()}
     run_iterations(

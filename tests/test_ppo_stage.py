@@ -171,7 +171,8 @@ def test_evaluate_stage_reports_and_is_deterministic(ppo_project, first_run):
         "episodes.parquet",
         "scores.png",
         "ppo_curve.png",
-        "transcripts/ppo_best.md",
+        "transcripts/ppo_sample_best.md",
+        "transcripts/ppo_greedy_best.md",
     ]
     runs = []
     for _ in range(2):
@@ -183,8 +184,13 @@ def test_evaluate_stage_reports_and_is_deterministic(ppo_project, first_run):
     assert list(metrics["agents"]) == ["base", "ppo", "quantized", "random", "sft", "walkthrough"]
     assert (
         metrics["protocol"]["max_steps"] == 4
-        and metrics["agents"]["walkthrough"]["score_max"] == 5  # N, N, U, Get egg (+5)
+        and metrics["agents"]["walkthrough"]["greedy"]["score_max"] == 5  # N, N, U, Get egg
     )
+    for agent in ("base", "sft", "quantized", "ppo"):  # greedy: one episode; sampled: eval.episodes
+        runs_of = metrics["agents"][agent]
+        assert runs_of["greedy"]["episodes"] == 1 and runs_of["sample"]["episodes"] == 2
+    assert list(metrics["agents"]["random"]) == ["sample"]
     assert runs[0]["scores.png"].startswith(b"\x89PNG")
-    transcript = runs[0]["transcripts/ppo_best.md"].decode()
-    assert transcript.startswith("# ppo: best episode") and "Protocol: 2 episodes" in transcript
+    transcript = runs[0]["transcripts/ppo_sample_best.md"].decode()
+    assert transcript.startswith("# ppo (sample): best episode")
+    assert "1 greedy episode" in transcript and "2 sampled at temperature" in transcript
