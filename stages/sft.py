@@ -86,13 +86,20 @@ def main(argv: list[str] | None = None) -> None:
                 lambda: score(train)["exact_match"] == 1.0,
             )
         after = score(heldout)
+
         # Per imitated source: does greedy decoding replay its commands, on the training
         # episodes and on held-out ones (none when all of a source's episodes trained).
+        def of_source(examples, source):
+            return [e for e in examples if source_of[e.episode_id] == source]
+
         per_source = {
             source: {
-                split: score([e for e in examples if source_of[e.episode_id] == source])
-                for split, examples in (("train", train), ("heldout", heldout))
-                if any(source_of[e.episode_id] == source for e in examples)
+                split: score(rows)
+                for split, rows in (
+                    ("train", of_source(train, source)),
+                    ("heldout", of_source(heldout, source)),
+                )
+                if rows
             }
             for source in imitated
         }

@@ -6,7 +6,7 @@ from zorkppo.config import PpoParams
 from zorkppo.envs import ToyRoom
 from zorkppo.model import attach_lora, build_tiny_llama, pretrain, train_tokenizer
 from zorkppo.policy import Policy, ValueHead
-from zorkppo.prompt import Turn, completion_text, render_prompt
+from zorkppo.prompt import Turn, render_prompt
 
 
 def toy_prompt() -> str:
@@ -56,14 +56,7 @@ def ppo_settings(**overrides) -> PpoParams:
 
 def best_command_probability(policy: Policy) -> float:
     prompt_ids = policy.encode_prompts([toy_prompt()])
-    options = [
-        [
-            policy.tokenizer(completion_text(c, policy.tokenizer), add_special_tokens=False)[
-                "input_ids"
-            ]
-            for c in ToyRoom.COMMANDS
-        ]
-    ]
+    options = [policy.encode_commands(ToyRoom.COMMANDS)]
     with torch.no_grad():
         dist, _ = policy.rank_distribution(prompt_ids, options)
     return float(dist[0, ToyRoom.COMMANDS.index(ToyRoom.BEST)].exp())

@@ -14,7 +14,6 @@ from zorkppo.evaluate import play_episodes, policy_chooser
 from zorkppo.model import attach_lora, load_causal_lm, load_tokenizer
 from zorkppo.policy import Policy, ValueHead, policy_with_fresh_adapter
 from zorkppo.ppo import AdaptiveKLController
-from zorkppo.prompt import completion_text
 from zorkppo.records import TRAJECTORIES, read_table
 from zorkppo.sft import build_examples, evaluate_actions, train_lora
 from zorkppo.trainer import start_rollout, train_iteration
@@ -72,12 +71,7 @@ def test_sft_learns_the_walkthrough_rows_and_replays_them_in_the_game(warm_start
 def walkthrough_logprob(policy: Policy, walkthrough) -> float:
     """Mean log-prob of the walkthrough's commands at its own states, as PPO scores actions."""
     prompts = policy.encode_prompts([e.prompt for e in walkthrough])
-    options = [
-        policy.tokenizer(completion_text(e.action, policy.tokenizer), add_special_tokens=False)[
-            "input_ids"
-        ]
-        for e in walkthrough
-    ]
+    options = policy.encode_commands([e.action for e in walkthrough])
     with torch.no_grad():
         scored = policy.forward(prompts, options)
     return float((scored.token_logp.sum(-1)).mean())

@@ -25,10 +25,10 @@ from zorkppo.model import (
     require_adapter,
     require_model,
 )
-from zorkppo.policy import Policy, ValueHead
+from zorkppo.policy import Policy, ValueHead, draw_candidates
 from zorkppo.prompt import Turn, render_prompt
 from zorkppo.records import TableSchema, atomic_path
-from zorkppo.rewards import EpisodeTracker, draw_candidates
+from zorkppo.rewards import EpisodeTracker
 
 EPISODES = TableSchema(
     name="eval_episodes",

@@ -109,6 +109,11 @@ class Policy:
         ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         return [p[-self.max_prompt_tokens :] for p in ids]
 
+    def encode_commands(self, commands: list[str]) -> list[list[int]]:
+        """Each command as the tokens the model writes for it after a prompt (its completion)."""
+        texts = [completion_text(c, self.tokenizer) for c in commands]
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
     # -- scoring --------------------------------------------------------------------
     def forward(
         self,
@@ -310,15 +315,7 @@ class Policy:
     def _rank_in_buckets(self, run, prompt_ids: list[list[int]], candidates: list[list[str]]):
         """run([(prompt ids, option token lists, candidate commands)]) over length buckets; each
         game's rows are its candidates, each its prompt plus that option."""
-        options = [
-            [
-                self.tokenizer(completion_text(c, self.tokenizer), add_special_tokens=False)[
-                    "input_ids"
-                ]
-                for c in cands
-            ]
-            for cands in candidates
-        ]
+        options = [self.encode_commands(cands) for cands in candidates]
         return self._in_buckets(
             run,
             list(zip(prompt_ids, options, candidates, strict=True)),
@@ -369,12 +366,21 @@ class Policy:
         return candidate_log_softmax(scores, valid), scored.values[first_rows]
 
 
+def draw_candidates(valid_actions: list[str], max_candidates: int, rng) -> list[str]:
+    """Rank mode's candidates: the valid actions, capped at max_candidates by a seeded draw
+    (in PPO rollouts and evaluation alike); "look" when the game offers none."""
+    actions = list(valid_actions) or ["look"]
+    if len(actions) <= max_candidates:
+        return actions
+    return sorted(rng.sample(actions, max_candidates))
+
+
 def policy_with_fresh_adapter(
     model, tokenizer, cfg, max_prompt_tokens: int, prepare_kbit: bool = True
 ) -> Policy:
     """A fresh LoRA adapter (`cfg.lora`) and a zero value head on `model`: the PPO policy at
-    iteration 0, with `cfg` the `ppo` params and prompts cut to the
-    same `max_prompt_tokens` as SFT saw them (`prompt.max_prompt_tokens`). A model loaded in 8 or 4 bits first gets peft's
+    iteration 0, with `cfg` the `ppo` params and prompts cut to `max_prompt_tokens`, as SFT
+    saw them (`prompt.max_prompt_tokens`). A model loaded in 8 or 4 bits first gets peft's
     k-bit preparation (norms, embeddings and head in fp32), unless `prepare_kbit` is False."""
     from peft import prepare_model_for_kbit_training
 

@@ -32,15 +32,6 @@ def reward_terms(
     }
 
 
-def draw_candidates(valid_actions: list[str], max_candidates: int, rng) -> list[str]:
-    """Rank mode's candidates: the valid actions, capped at max_candidates by a seeded draw
-    (in PPO rollouts and evaluation alike); "look" when the game offers none."""
-    actions = list(valid_actions) or ["look"]
-    if len(actions) <= max_candidates:
-        return actions
-    return sorted(rng.sample(actions, max_candidates))
-
-
 @dataclass
 class EpisodeTracker:
     """What one game's current episode has seen: prompt history, rooms, world states."""

@@ -17,9 +17,9 @@ import torch
 
 from zorkppo import ppo
 from zorkppo.model import recompute_layer_activations
-from zorkppo.policy import Policy, Sample
+from zorkppo.policy import Policy, Sample, draw_candidates
 from zorkppo.prompt import render_prompt
-from zorkppo.rewards import TERMS, EpisodeTracker, draw_candidates
+from zorkppo.rewards import TERMS, EpisodeTracker
 
 if TYPE_CHECKING:  # the PPO update imports without the game engine (bench/gpu.py on a GPU host)
     from zorkppo.envs import VecGames
