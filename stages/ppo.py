@@ -145,11 +145,10 @@ def main(argv: list[str] | None = None) -> None:
                     },
                 )
         live.end()
-    # Game workers have exited here, so RUSAGE_CHILDREN covers them (ru_maxrss is KiB on Linux).
+        worker_mb = games.peak_rss_mb()
     print(
         f"ppo: peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "
-        f"(trainer), {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.0f} MB "
-        "(largest game worker)"
+        f"(trainer), {worker_mb:.0f} MB (largest game worker)"
     )
 
 

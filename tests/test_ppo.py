@@ -215,6 +215,18 @@ def test_zero_envs_is_refused():
         VecGames(ToyRoom, 0, processes=False)
 
 
+def test_worker_processes_play_like_in_process_games_and_report_their_memory():
+    with VecGames(ToyRoom, 2) as workers:
+        workers.call("reset")
+        played = workers.call("step", [("pull",), ("look",)])
+        assert [s.score for s in played] == [10, 0]  # each worker runs its own game
+        assert workers.peak_rss_mb() > 1.0  # forkserver children report their own peak
+    in_process = VecGames(ToyRoom, 2, processes=False)
+    in_process.call("reset")
+    assert in_process.call("step", [("pull",), ("look",)]) == played
+    assert in_process.peak_rss_mb() == 0.0
+
+
 def test_gradient_checkpointing_recomputes_layers_with_the_same_gradients(monkeypatch):
     policy = tiny_policy(seed=1)
     policy.model.eval()
