@@ -125,11 +125,14 @@ class QuantizeParams(Section):
 
 
 class RewardParams(Section):
+    # Shaping off by default: on the walkthrough protocol, new_location and novelty paid any
+    # new room or changed world, on the route or off it, and PPO learned to leave the route
+    # (sampled eval 39.5 shaped vs 47.7 score-only; see README "What PPO does here").
     score: float = 1.0  # x game score delta (dying already costs 10 points in Zork)
-    new_location: float = 1.0  # first visit to a room this episode
+    new_location: float = 0.0  # first visit to a room this episode
     death: float = -5.0  # on top of the game's own penalty
-    valid_command: float = 0.1  # the command changed the world (Jericho's notion of valid)
-    novelty: float = 0.2  # x 1/sqrt(visits) of the world state reached, this episode; 0 for no-ops
+    valid_command: float = 0.0  # the command changed the world (Jericho's notion of valid)
+    novelty: float = 0.0  # x 1/sqrt(visits) of the world state reached, this episode; 0 for no-ops
 
 
 class KlParams(Section):
