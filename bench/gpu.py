@@ -20,7 +20,7 @@ bf16 on the GPU) + `prepare_model_for_kbit_training`, or in bf16 for comparison;
 r=8 on q_proj/v_proj and a ValueHead, as stages.ppo.build_policy does.
 
 Per variant (int8, bf16), loaded once, after a warm-up call:
-  1. generation alone: Policy._sample_tokens for G prompts x 8 new tokens -> tokens/s, batched
+  1. generation alone: Policy.sample_tokens for G prompts x 8 new tokens -> tokens/s, batched
      (one call for the G games) and one call per game (the seed's approach);
   2. one PPO iteration per --checkpointing setting (off, on), peak GPU memory over it:
      Policy.act_generate on the G prompts of P tokens for T turns (8 games x 512 tokens x 2
@@ -123,6 +123,7 @@ def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args
     import torch
 
     from zorkppo.model import load_causal_lm, load_tokenizer
+    from zorkppo.modes import GenerateMode
     from zorkppo.policy import policy_with_fresh_adapter
     from zorkppo.quantize import quantization_config
 
@@ -164,13 +165,15 @@ def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args
     generator = torch.Generator().manual_seed(args.seed)
     prompt_ids = policy.encode_prompts(prompts)
     assert all(len(p) == args.prompt_tokens for p in prompt_ids), [len(p) for p in prompt_ids]
-    policy.act_generate(prompts[:1], generator)  # warm-up: kernels, cuBLAS workspaces
+    GenerateMode().act(
+        policy, prompts[:1], None, generator, None
+    )  # warm-up: kernels, cuBLAS workspaces
     sync()
     print(f"  {variant}: warmed up, peak {_peak_gib()} GiB", flush=True)
 
-    # 1. generation alone (the sampling loop act_generate starts with), best of gen_repeats
+    # 1. generation alone (the sampling loop GenerateMode.act starts with), best of gen_repeats
     gen_s, tokens = min(
-        _timed(sync, policy._sample_tokens, prompt_ids, generator)[::-1]
+        _timed(sync, _sample_commands, policy, prompt_ids, generator)[::-1]
         for _ in range(args.gen_repeats)
     )
     gen_tokens = sum(map(len, tokens))
@@ -207,8 +210,12 @@ def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args
     return rows
 
 
+def _sample_commands(policy, prompt_ids, generator) -> list[list[int]]:
+    return [tokens for tokens, _ in policy.sample_tokens(prompt_ids, generator)]
+
+
 def _one_call_per_game(policy, prompt_ids, generator) -> list[list[int]]:
-    return [policy._sample_tokens([p], generator)[0] for p in prompt_ids]
+    return [_sample_commands(policy, [p], generator)[0] for p in prompt_ids]
 
 
 def _timed(sync, fn, *args):
@@ -234,6 +241,7 @@ def _peak_gib() -> str:
 def ppo_iteration(policy, prompts, cfg, checkpointing, params, args, sync) -> dict:
     import torch
 
+    from zorkppo.modes import GenerateMode
     from zorkppo.trainer import ppo_update
 
     cuda = policy.device.type == "cuda"
@@ -243,7 +251,10 @@ def ppo_iteration(policy, prompts, cfg, checkpointing, params, args, sync) -> di
         torch.cuda.reset_peak_memory_stats()
     optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)
     samples, act_s = _timed(
-        sync, lambda: [policy.act_generate(prompts, generator) for _ in range(args.turns)]
+        sync,
+        lambda: [
+            GenerateMode().act(policy, prompts, None, generator, None) for _ in range(args.turns)
+        ],
     )
     shape = (args.turns, len(prompts))
     advantages = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
@@ -252,6 +263,7 @@ def ppo_iteration(policy, prompts, cfg, checkpointing, params, args, sync) -> di
         sync,
         ppo_update,
         policy,
+        GenerateMode(),
         optimizer,
         samples,
         advantages,

@@ -34,6 +34,7 @@ def child(args) -> None:
 
     from bench.tiny import load_settings
     from zorkppo.model import load_causal_lm, load_tokenizer
+    from zorkppo.modes import GenerateMode
     from zorkppo.policy import policy_with_fresh_adapter
     from zorkppo.quantize import quantization_config
     from zorkppo.trainer import ppo_update
@@ -71,7 +72,7 @@ def child(args) -> None:
     samples = []
     for t in range(turns):
         batch = [prompts[(t * games + i * 5) % len(prompts)] for i in range(games)]
-        samples.append(policy.act_generate(batch, generator))
+        samples.append(GenerateMode().act(policy, batch, None, generator, None))
     rollout_s = time.perf_counter() - started
     n = turns * games
     g = torch.Generator().manual_seed(args.seed)
@@ -91,6 +92,7 @@ def child(args) -> None:
         started = time.perf_counter()
         stats, updates = ppo_update(
             policy,
+            GenerateMode(),
             optimizer,
             samples,
             advantages,

@@ -1,8 +1,12 @@
-"""Policy throughput in rollouts: one batched `Policy.act_generate` per turn for all N games
-versus one call per game (the seed's approach), with the tiny LoRA Llama + value head.
+"""Policy throughput in rollouts: one batched act per turn for all N games versus one call per
+game (the seed's approach), and the three action modes (zorkppo.modes), with the tiny LoRA
+Llama + value head.
 
     python -m bench.rollout                    # N = 1, 4, 16; prompts from real game states
     python -m bench.rollout --games            # also step real Zork I games (VecGames workers)
+
+Valid actions (rank, constrained) are looked up before the clock starts in the default mode
+and inside the game time with `--games`.
 
 Default mode "prompts": every game's prompt each turn is `render_prompt` of a recorded real
 Zork I state (walkthrough + random play, with the trainer's 3-turn history), rotated so the
@@ -11,10 +15,14 @@ alone. `--games` steps N live games (one worker process each, as stages.ppo does
 renders prompts from their states, so game time is included.
 
 Rows:
-  batched act_generate      one Policy.act_generate(N prompts) per turn (stages.ppo): forwards
+  batched act_generate      one GenerateMode.act(N prompts) per turn (stages.ppo): forwards
                             over games grouped by length within ppo.max_batch_tokens
   one-batch act_generate    the same with max_batch_tokens 0: all N games in every forward
-  per-game act_generate     N calls of Policy.act_generate([prompt]) per turn
+  per-game act_generate     N calls of act([prompt]) per turn
+  batched act_rank          rank mode's act (N prompts): one forward row per candidate, at
+                            most ppo.max_candidates valid actions per game
+  batched act_constrained   constrained mode's act (N prompts): generation masked to a trie of
+                            each state's valid actions (all of them), run until every command ends
   per-game generate         N calls of lm.generate_commands([prompt]) (HF generate, sampling;
                             no log-probs, values or reference pass: less work than act_generate)
   batched generate          one lm.generate_commands(N prompts) per turn (for reference)
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import time
 
 import torch
@@ -35,30 +44,40 @@ METHODS = (
     "batched act_generate",
     "one-batch act_generate",
     "per-game act_generate",
+    "batched act_rank",
+    "batched act_constrained",
     "per-game generate",
     "batched generate",
 )
 
 
 def _act(
-    policy, method: str, prompts: list[str], generator: torch.Generator
+    policy, method: str, prompts: list[str], valid: list[list[str]], draw: tuple
 ) -> tuple[list[str], int | None]:
-    """Commands for these prompts, and the number of generated tokens (None if unknown)."""
+    """Commands for these prompts, and the number of command tokens (None if unknown).
+    draw: (torch generator, random.Random for rank's candidate draw, ppo.max_candidates)."""
     from zorkppo.lm import generate_commands
+    from zorkppo.modes import action_mode
 
-    if method == "batched act_generate":
-        samples = policy.act_generate(prompts, generator)
-        return [s.command for s in samples], sum(len(s.options[0]) for s in samples)
-    if method == "one-batch act_generate":
-        budget, policy.max_batch_tokens = policy.max_batch_tokens, 0
+    generator, rng, max_candidates = draw
+    layout, _, mode = method.partition(" act_")
+    if mode:
+        act = action_mode(mode, max_candidates)
+        budget = policy.max_batch_tokens
+        if layout == "one-batch":
+            policy.max_batch_tokens = 0
         try:
-            samples = policy.act_generate(prompts, generator)
+            if layout == "per-game":
+                samples = [
+                    act.act(policy, [p], [v], generator, rng)[0]
+                    for p, v in zip(prompts, valid, strict=True)
+                ]
+            else:
+                samples = act.act(policy, prompts, valid, generator, rng)
         finally:
             policy.max_batch_tokens = budget
-        return [s.command for s in samples], sum(len(s.options[0]) for s in samples)
-    if method == "per-game act_generate":
-        samples = [policy.act_generate([p], generator)[0] for p in prompts]
-        return [s.command for s in samples], sum(len(s.options[0]) for s in samples)
+        tokens = sum(len(s.options[s.chosen]) for s in samples)
+        return [s.command for s in samples], tokens
     kwargs = dict(
         max_new_tokens=policy.max_new_tokens,
         greedy=False,
@@ -75,13 +94,14 @@ def _act(
     return commands, None
 
 
-def run_prompts(policy, pool: list[str], n: int, turns: int, method: str, seed: int) -> dict:
-    generator = torch.Generator().manual_seed(seed)
+def run_prompts(policy, text, n: int, turns: int, method: str, seed: int, candidates: int) -> dict:
+    draw = (torch.Generator().manual_seed(seed), random.Random(seed), candidates)
     tokens, known = 0, True
     started = time.perf_counter()
     for t in range(turns):
-        prompts = [pool[(t * n + i * 7) % len(pool)] for i in range(n)]
-        _, count = _act(policy, method, prompts, generator)
+        picks = [(t * n + i * 7) % len(text.prompts) for i in range(n)]
+        prompts, valid = [text.prompts[i] for i in picks], [text.valid[i] for i in picks]
+        _, count = _act(policy, method, prompts, valid, draw)
         if count is None:
             known = False
         else:
@@ -91,14 +111,14 @@ def run_prompts(policy, pool: list[str], n: int, turns: int, method: str, seed: 
 
 
 def run_games(
-    policy, rom: str, n: int, turns: int, method: str, seed: int, history_turns: int
+    policy, rom: str, n: int, turns: int, method: str, seed: int, history_turns: int, candidates
 ) -> dict:
     from bench.tiny import _NoWeights
     from zorkppo.envs import VecGames, zork_factory
     from zorkppo.prompt import render_prompt
     from zorkppo.rewards import EpisodeTracker
 
-    generator = torch.Generator().manual_seed(seed)
+    draw = (torch.Generator().manual_seed(seed), random.Random(seed), candidates)
     with VecGames(zork_factory(rom, 12), n) as games:
         states = games.call("reset")
         trackers = [EpisodeTracker(history_turns) for _ in range(n)]
@@ -111,7 +131,12 @@ def run_games(
                 render_prompt(s.description, s.inventory, list(tr.history), policy.tokenizer)
                 for s, tr in zip(states, trackers, strict=True)
             ]
-            commands, count = _act(policy, method, prompts, generator)
+            t0 = time.perf_counter()
+            valid = (
+                games.call("valid_actions") if method.endswith(("rank", "constrained")) else None
+            )
+            game_seconds += time.perf_counter() - t0
+            commands, count = _act(policy, method, prompts, valid, draw)
             if count is None:
                 known = False
             else:
@@ -182,8 +207,14 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"unknown methods {sorted(unknown)}")
 
+    needs_valid = any(m.endswith(("rank", "constrained")) for m in methods)
     text = record_game_text(
-        rom, args.walkthrough_steps, args.random_steps, params.prompt.history_turns, args.seed
+        rom,
+        args.walkthrough_steps,
+        args.random_steps,
+        params.prompt.history_turns,
+        args.seed,
+        valid_actions=needs_valid and not args.games,
     )
     tokenizer, model, pretrain_s = build_tiny_model(
         params, text.transcripts + text.prompts, args.pretrain_steps, args.seed
@@ -200,9 +231,8 @@ def main(argv=None) -> None:
         f"cut at {policy.max_prompt_tokens}); max_new_tokens {policy.max_new_tokens}; max_batch_tokens {policy.max_batch_tokens}; torch threads "
         f"{torch.get_num_threads()}; mode {'games' if args.games else 'prompts'}; device {args.device}"
     )
-    _act(
-        policy, "batched act_generate", text.prompts[:2], torch.Generator().manual_seed(0)
-    )  # warm-up
+    warm_up = (torch.Generator().manual_seed(0), random.Random(0), params.ppo.max_candidates)
+    _act(policy, "batched act_generate", text.prompts[:2], None, warm_up)
 
     rows = []
     for n in [int(x) for x in args.sizes.split(",")]:
@@ -213,10 +243,19 @@ def main(argv=None) -> None:
             for method in methods:
                 if args.games:
                     r = run_games(
-                        policy, rom, n, args.turns, method, args.seed, params.prompt.history_turns
+                        policy,
+                        rom,
+                        n,
+                        args.turns,
+                        method,
+                        args.seed,
+                        params.prompt.history_turns,
+                        params.ppo.max_candidates,
                     )
                 else:
-                    r = run_prompts(policy, text.prompts, n, args.turns, method, args.seed)
+                    r = run_prompts(
+                        policy, text, n, args.turns, method, args.seed, params.ppo.max_candidates
+                    )
                 if method not in best or r["seconds"] < best[method]["seconds"]:
                     best[method] = r
         for method in methods:

@@ -20,21 +20,28 @@ import torch
 @dataclass
 class GameText:
     prompts: list[str]  # render_prompt of every recorded state
+    valid: list[list[str]]  # each state's valid actions, when asked for (rank, constrained)
     transcripts: list[str]  # `> command` + reply, for the tokenizer and pretraining
     states: int
 
 
 def record_game_text(
-    rom: str, walkthrough_steps: int, random_steps: int, history_turns: int, seed: int
+    rom: str,
+    walkthrough_steps: int,
+    random_steps: int,
+    history_turns: int,
+    seed: int,
+    valid_actions: bool = False,
 ) -> GameText:
-    """Play Zork I (walkthrough, then random valid actions) and keep each state's prompt."""
+    """Play Zork I (walkthrough, then random valid actions) and keep each state's prompt, and
+    with `valid_actions` its valid actions (Jericho's search: ~0.3 s a state)."""
     from zorkppo.game import ZorkGame
     from zorkppo.prompt import render_prompt
     from zorkppo.rewards import EpisodeTracker
 
     game = ZorkGame(rom)
     rng = random.Random(seed)
-    prompts, transcripts = [], []
+    prompts, valid, transcripts = [], [], []
     for source, steps in (("walkthrough", walkthrough_steps), ("random", random_steps)):
         state = game.reset()
         tracker = EpisodeTracker(history_turns)
@@ -43,10 +50,9 @@ def record_game_text(
         parts = [state.observation]
         for i in range(steps):
             prompts.append(render_prompt(state.description, state.inventory, list(tracker.history)))
-            if source == "walkthrough":
-                command = commands[i]
-            else:
-                command = rng.choice(game.valid_actions() or ["look"])
+            if source == "random" or valid_actions:
+                valid.append(game.valid_actions() or ["look"])
+            command = commands[i] if source == "walkthrough" else rng.choice(valid[-1])
             after = game.step(command)
             tracker.record(state, command, after, _NoWeights)
             parts.append(f"> {command.lower()}\n{after.observation}")
@@ -54,7 +60,7 @@ def record_game_text(
             if state.done:
                 break
         transcripts.append("\n".join(parts))
-    return GameText(prompts, transcripts, len(prompts))
+    return GameText(prompts, valid if valid_actions else [], transcripts, len(prompts))
 
 
 class _NoWeights:  # reward weights for EpisodeTracker.record; rewards are not used here

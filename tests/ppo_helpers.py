@@ -1,10 +1,13 @@
 """A tiny policy and PPO settings for fast PPO tests (no files, no game ROM)."""
 
+import math
+
 import torch
 
 from zorkppo.config import PpoParams
 from zorkppo.envs import ToyRoom
 from zorkppo.model import attach_lora, build_tiny_llama, pretrain, train_tokenizer
+from zorkppo.modes import ConstrainedMode, rank_distribution
 from zorkppo.policy import Policy, ValueHead
 from zorkppo.prompt import Turn, render_prompt
 
@@ -54,9 +57,13 @@ def ppo_settings(**overrides) -> PpoParams:
     return PpoParams(**{**base, **overrides})
 
 
-def best_command_probability(policy: Policy) -> float:
+def best_command_probability(policy: Policy, mode: str = "rank") -> float:
+    """P(pull) in the toy room: over the 8 commands ranked, or generated along their trie."""
+    if mode == "constrained":
+        logprobs = ConstrainedMode().command_logprobs(policy, toy_prompt(), list(ToyRoom.COMMANDS))
+        return math.exp(logprobs[ToyRoom.BEST])
     prompt_ids = policy.encode_prompts([toy_prompt()])
     options = [policy.encode_commands(ToyRoom.COMMANDS)]
     with torch.no_grad():
-        dist, _ = policy.rank_distribution(prompt_ids, options)
+        dist, _ = rank_distribution(policy, prompt_ids, options)
     return float(dist[0, ToyRoom.COMMANDS.index(ToyRoom.BEST)].exp())

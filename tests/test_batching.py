@@ -1,11 +1,14 @@
 """Policy forwards grouped by length (ppo.max_batch_tokens): the groups, and that grouping
 changes no result, only how many rows share a forward."""
 
+import random
+
 import pytest
 import torch
 from ppo_helpers import tiny_policy, toy_prompt
 
 from zorkppo.envs import ToyRoom
+from zorkppo.modes import GenerateMode, RankMode, action_mode, rank_distribution
 from zorkppo.policy import CPU_BATCH_TOKENS, Policy, length_buckets
 
 
@@ -46,15 +49,17 @@ def test_grouped_values_and_greedy_commands_match_one_batch(policies):
     prompts = prompts_of_different_lengths()
     ids = one_batch.encode_prompts(prompts)
     assert torch.allclose(one_batch.values(ids), grouped.values(ids), atol=1e-5)
-    assert one_batch.commands(prompts) == grouped.commands(prompts)
     candidates = [list(ToyRoom.COMMANDS), list(ToyRoom.COMMANDS[:3])] * 2 + [["look"]]
-    assert one_batch.commands(prompts, candidates) == grouped.commands(prompts, candidates)
+    for name in ("generate", "rank", "constrained"):
+        mode = action_mode(name)
+        greedy = [mode.choose(p, prompts, candidates, None, random.Random(0)) for p in policies]
+        assert greedy[0] == greedy[1], name
 
 
 def test_grouped_act_generate_returns_samples_in_prompt_order(policies):
     one_batch, grouped = policies
     prompts = prompts_of_different_lengths()
-    samples = grouped.act_generate(prompts, torch.Generator().manual_seed(0))
+    samples = GenerateMode().act(grouped, prompts, None, torch.Generator().manual_seed(0), None)
     ids = one_batch.encode_prompts(prompts)
     assert [s.prompt_ids for s in samples] == ids
     # each sample's log-prob and value are those of its own prompt and action in one batch
@@ -68,9 +73,11 @@ def test_grouped_act_rank_returns_samples_in_prompt_order(policies):
     one_batch, grouped = policies
     prompts = prompts_of_different_lengths()
     candidates = [list(ToyRoom.COMMANDS[: 2 + i % 3]) for i in range(len(prompts))]
-    samples = grouped.act_rank(prompts, candidates, torch.Generator().manual_seed(0))
+    samples = RankMode(8).act(
+        grouped, prompts, candidates, torch.Generator().manual_seed(0), random.Random(0)
+    )
     ids = one_batch.encode_prompts(prompts)
-    dist, values = one_batch.rank_distribution(ids, [s.options for s in samples])
+    dist, values = rank_distribution(one_batch, ids, [s.options for s in samples])
     for r, sample in enumerate(samples):
         assert sample.prompt_ids == ids[r]
         assert sample.command == candidates[r][sample.chosen]

@@ -10,6 +10,7 @@ from zorkppo.config import RewardParams, parse_params
 from zorkppo.envs import ToyRoom, VecGames
 from zorkppo.errors import UserError
 from zorkppo.model import recompute_layer_activations
+from zorkppo.modes import action_mode, rank_distribution
 from zorkppo.ppo import AdaptiveKLController
 from zorkppo.rewards import reward_terms
 from zorkppo.trainer import advantages_per_game, rollout_kl, start_rollout, train_iteration
@@ -83,7 +84,7 @@ def test_rank_policy_is_softmax_of_summed_candidate_log_probs():
         for c in ("pull", "look", "wait")
     ]
     with torch.no_grad():
-        dist, _ = policy.rank_distribution([prompt], [options])
+        dist, _ = rank_distribution(policy, [prompt], [options])
         sums = torch.stack([policy.forward([prompt], [o]).token_logp.sum() for o in options])
     assert torch.allclose(dist[0], torch.log_softmax(sums, -1), atol=1e-5)
 
@@ -193,8 +194,9 @@ def test_kl_for_the_controller_is_per_token_in_generate_mode():
             self.kl, self.options = kl, [[0] * tokens]
 
     samples = [[S(0.3, 3)], [S(0.1, 1)]]
-    assert rollout_kl(samples, "generate") == pytest.approx(0.4 / 4)
-    assert rollout_kl(samples, "rank") == pytest.approx(0.4 / 2)
+    assert rollout_kl(samples, action_mode("generate")) == pytest.approx(0.4 / 4)
+    assert rollout_kl(samples, action_mode("constrained")) == pytest.approx(0.4 / 4)
+    assert rollout_kl(samples, action_mode("rank")) == pytest.approx(0.4 / 2)
 
 
 def test_policy_learns_the_best_command_in_a_toy_room():
@@ -206,6 +208,19 @@ def test_policy_learns_the_best_command_in_a_toy_room():
     assert 0.05 < start < 0.35  # near uniform over 8 commands at the start
     assert end > start + 0.2, (start, end)
     assert history[-1][0]["reward/mean"] > history[0][0]["reward/mean"]
+
+
+def test_constrained_policy_learns_the_best_command_in_a_toy_room():
+    """The same room, commands generated along the trie of the 8 valid ones. Here each command
+    is one word token then a forced newline, so only the first token's distribution (at one
+    shared hidden state) can move; ranking also moves each command's continuation tokens.
+    Measured over seeds 0-3, 5 iterations: P(pull) 0.12 -> 0.16-0.23 (rank: -> 0.25-0.36)."""
+    policy = tiny_policy()
+    start = best_command_probability(policy, "constrained")
+    run_iterations(policy, ppo_settings(action_mode="constrained"), 5)
+    end = best_command_probability(policy, "constrained")
+    assert 0.05 < start < 0.35
+    assert end > 1.2 * start, (start, end)
 
 
 def test_zero_envs_is_refused():

@@ -144,7 +144,7 @@ class KlParams(Section):
 
 
 class PpoParams(Section):
-    action_mode: Literal["generate", "rank"] = "generate"
+    action_mode: Literal["generate", "rank", "constrained"] = "generate"
     num_envs: int = Field(8, ge=1)  # games played at once, one worker process each
     max_steps: int = Field(100, ge=1)  # turns per episode before a reset
     iterations: int = Field(6, ge=1)
@@ -195,7 +195,7 @@ class EvalParams(Section):
     episodes: int = Field(10, ge=1)  # sampled episodes per agent (greedy plays one)
     max_steps: int = Field(100, ge=1)  # the Jericho literature's protocol
     temperature: float = Field(0.7, gt=0)  # of the sampled episodes
-    action_mode: Literal["generate", "rank"] = "generate"
+    action_mode: Literal["generate", "rank", "constrained"] = "generate"
     max_candidates: int = Field(8, ge=2)
     max_new_tokens: int = Field(8, ge=1)
 

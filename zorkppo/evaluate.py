@@ -25,7 +25,8 @@ from zorkppo.model import (
     require_adapter,
     require_model,
 )
-from zorkppo.policy import Policy, ValueHead, draw_candidates
+from zorkppo.modes import action_mode
+from zorkppo.policy import Policy, ValueHead
 from zorkppo.prompt import Turn, render_prompt
 from zorkppo.records import TableSchema, atomic_path
 from zorkppo.rewards import EpisodeTracker
@@ -167,23 +168,19 @@ def walkthrough_chooser(walkthrough: list[str]) -> Chooser:
 
 
 def policy_chooser(
-    policy, tokenizer, generator, action_mode: str, max_candidates: int, seed: int = 0
+    policy, tokenizer, generator, mode_name: str, max_candidates: int, seed: int = 0
 ) -> Chooser:
-    """generator None: greedy decoding. Rank mode draws its candidates as PPO's rollouts do."""
+    """generator None: greedy decoding. The action mode acts as in PPO's rollouts."""
     rng = random.Random(seed)
+    mode = action_mode(mode_name, max_candidates)
 
     def choose(active, states, trackers, games):
         prompts = [
             render_prompt(s.description, s.inventory, list(t.history), tokenizer)
             for s, t in zip(states, trackers, strict=True)
         ]
-        candidates = None
-        if action_mode == "rank":
-            candidates = [
-                draw_candidates(v, max_candidates, rng)
-                for v in games.call("valid_actions", only=active)
-            ]
-        return policy.commands(prompts, candidates, generator)
+        valid = games.call("valid_actions", only=active) if mode.needs_valid_actions else None
+        return mode.choose(policy, prompts, valid, generator, rng)
 
     return choose
 

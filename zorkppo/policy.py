@@ -1,10 +1,10 @@
 """The PPO policy: a LoRA-adapted causal LM plus a value head on the prompt's last hidden state.
 
 The reference policy is the same model with the adapter disabled, so it costs no memory.
-Two action modes share one representation of a turn (`Sample`):
-- generate: one option, the sampled command tokens; log-prob = sum over its tokens.
-- rank: several options (candidate commands); log-prob = log-softmax of their summed
-  token log-probs (GLAM).
+This module holds what every action mode needs from the model: scoring options after
+prompts (`forward`), values, token-by-token sampling (optionally along a trie of allowed
+commands), and batching by length. The modes themselves, and their distributions, are in
+modes.py.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zorkppo.ppo import candidate_log_softmax, sequence_logprob
-from zorkppo.prompt import completion_text, parse_command
+from zorkppo.prompt import completion_text
 
 # "auto" max_batch_tokens on CPU. There a forward costs in proportion to its padded tokens and
 # small batches stay in cache: 16 tiny-model games of 68-256 prompt tokens act 1.3-1.5x faster
@@ -52,22 +51,6 @@ class ValueHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.linear(hidden.float()).squeeze(-1)
-
-
-@dataclass
-class Sample:
-    """One turn of one game, as the rollout saw it."""
-
-    prompt_ids: list[int]
-    options: list[list[int]]  # generate: [command tokens]; rank: one token list per candidate
-    chosen: int
-    command: str
-    logprob: float  # under the rollout policy
-    ref_logprob: float
-    value: float
-    kl: float  # rollout-time estimate of KL(policy || reference) for this turn
-    old_dist: tuple  # generate: (top-k ids [L,k], their log-probs [L,k]); rank: (log-dist [C],)
-    ref_dist: torch.Tensor  # generate: reference token log-probs [L]; rank: reference log-dist [C]
 
 
 @dataclass
@@ -178,10 +161,10 @@ class Policy:
         def run(group: list[list[int]]) -> list[float]:
             return self.forward(group, [[self.tokenizer.eos_token_id]] * len(group)).values.tolist()
 
-        values = self._in_buckets(run, prompts, [len(p) + 1 for p in prompts])
+        values = self.in_buckets(run, prompts, [len(p) + 1 for p in prompts])
         return torch.tensor(values, device=self.device)
 
-    def _in_buckets(
+    def in_buckets(
         self,
         run: Callable[[list], list],
         items: list,
@@ -198,45 +181,15 @@ class Policy:
 
     # -- acting ---------------------------------------------------------------------
     @torch.no_grad()
-    def act_generate(self, prompts: list[str], generator: torch.Generator) -> list[Sample]:
-        prompt_ids = self.encode_prompts(prompts)
-        return self._in_buckets(
-            lambda group: self._act_generate(group, generator),
-            prompt_ids,
-            [len(p) + self.max_new_tokens for p in prompt_ids],
-        )
+    def sample_tokens(
+        self, prompt_ids: list[list[int]], generator: torch.Generator | None, tries=None
+    ) -> list[tuple[list[int], list[float]]]:
+        """Per prompt, the command tokens (up to and including the first stop token) and each
+        token's log-prob under the distribution it was drawn from. generator None: greedy.
 
-    def _act_generate(self, prompt_ids: list[list[int]], generator) -> list[Sample]:
-        actions = self._sample_tokens(prompt_ids, generator)
-        scored = self.forward(prompt_ids, actions, full=True)
-        ref = self.forward(prompt_ids, actions, reference=True)
-        samples = []
-        k = min(self.js_top_k, scored.logp_full.shape[-1])
-        for r, (p, a) in enumerate(zip(prompt_ids, actions, strict=True)):
-            n = len(a)
-            top = scored.logp_full[r, :n].topk(k, dim=-1)
-            logp, ref_logp = scored.token_logp[r, :n], ref.token_logp[r, :n]
-            samples.append(
-                Sample(
-                    p,
-                    [a],
-                    0,
-                    parse_command(self.tokenizer.decode(a, skip_special_tokens=True)),
-                    float(logp.sum()),
-                    float(ref_logp.sum()),
-                    float(scored.values[r]),
-                    float((logp - ref_logp).sum()),
-                    (top.indices.cpu(), top.values.cpu()),
-                    ref_logp.cpu(),
-                )
-            )
-        return samples
-
-    @torch.no_grad()
-    def _sample_tokens(
-        self, prompt_ids: list[list[int]], generator: torch.Generator
-    ) -> list[list[int]]:
-        """Sample up to max_new_tokens per prompt; keep tokens up to and including the first stop."""
+        Free: up to max_new_tokens from the whole vocabulary at `temperature`. With `tries`
+        (one `modes.CommandTrie` per prompt): each token only among those the trie allows
+        after the tokens so far, renormalised over them, until a command is complete."""
         width = max(map(len, prompt_ids))
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=self.device)
@@ -244,10 +197,12 @@ class Policy:
             [[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=self.device
         )
         cache, positions = None, (attention.cumsum(-1) - 1).clamp(min=0)
-        tokens = [[] for _ in prompt_ids]
+        tokens: list[list[int]] = [[] for _ in prompt_ids]
+        logps: list[list[float]] = [[] for _ in prompt_ids]
         finished = [False] * len(prompt_ids)
         step_ids = ids
-        for _ in range(self.max_new_tokens):
+        longest = self.max_new_tokens if tries is None else max(t.depth for t in tries)
+        for _ in range(longest):
             out = self.model(
                 input_ids=step_ids,
                 attention_mask=attention,
@@ -257,122 +212,32 @@ class Policy:
                 logits_to_keep=1,  # the prompt's other positions predict nothing we sample
             )
             cache = out.past_key_values
+            logits = out.logits[:, -1].float()
+            if tries is not None:
+                allowed = torch.zeros_like(logits, dtype=torch.bool)
+                for r, trie in enumerate(tries):
+                    # a finished row keeps drawing (and discarding) its stop token
+                    prefix = tokens[r][:-1] if finished[r] else tokens[r]
+                    allowed[r, trie.allowed(prefix)] = True
+                logits = logits.masked_fill(~allowed, float("-inf"))
+            logp = F.log_softmax(logits / self.temperature, dim=-1)
             if generator is None:  # greedy decoding
-                next_ids = out.logits[:, -1].argmax(-1, keepdim=True)
+                next_ids = logits.argmax(-1, keepdim=True)
             else:
-                probs = F.softmax(out.logits[:, -1].float() / self.temperature, dim=-1)
+                probs = F.softmax(logits / self.temperature, dim=-1)
                 next_ids = torch.multinomial(probs.cpu(), 1, generator=generator).to(self.device)
+            next_logp = logp.gather(1, next_ids)[:, 0].tolist()
             for r, t in enumerate(next_ids[:, 0].tolist()):
                 if not finished[r]:
                     tokens[r].append(t)
+                    logps[r].append(next_logp[r])
                     finished[r] = t in self.stop_ids
             if all(finished):
                 break
             step_ids = next_ids
             attention = torch.cat([attention, torch.ones_like(next_ids)], dim=1)
             positions = positions[:, -1:] + 1
-        return tokens
-
-    @torch.no_grad()
-    def commands(
-        self,
-        prompts: list[str],
-        candidates: list[list[str]] | None = None,
-        generator: torch.Generator | None = None,
-    ) -> list[str]:
-        """Just the commands (evaluation): generated, or ranked over `candidates`.
-        generator=None decodes greedily (argmax tokens, or the top-ranked candidate)."""
-        prompt_ids = self.encode_prompts(prompts)
-        if candidates is None:
-            actions = self._in_buckets(
-                lambda group: self._sample_tokens(group, generator),
-                prompt_ids,
-                [len(p) + self.max_new_tokens for p in prompt_ids],
-            )
-            return [
-                parse_command(self.tokenizer.decode(a, skip_special_tokens=True)) for a in actions
-            ]
-
-        def pick(group: list[tuple]) -> list[str]:
-            dist, _ = self.rank_distribution([g[0] for g in group], [g[1] for g in group])
-            picks = (
-                dist.argmax(-1)
-                if generator is None
-                else torch.multinomial(dist.exp().cpu(), 1, generator=generator)[:, 0]
-            )
-            return [cands[int(i)] for (_, _, cands), i in zip(group, picks, strict=True)]
-
-        return self._rank_in_buckets(pick, prompt_ids, candidates)
-
-    @torch.no_grad()
-    def act_rank(
-        self, prompts: list[str], candidates: list[list[str]], generator: torch.Generator
-    ) -> list[Sample]:
-        return self._rank_in_buckets(
-            lambda group: self._act_rank(group, generator), self.encode_prompts(prompts), candidates
-        )
-
-    def _rank_in_buckets(self, run, prompt_ids: list[list[int]], candidates: list[list[str]]):
-        """run([(prompt ids, option token lists, candidate commands)]) over length buckets; each
-        game's rows are its candidates, each its prompt plus that option."""
-        options = [self.encode_commands(cands) for cands in candidates]
-        return self._in_buckets(
-            run,
-            list(zip(prompt_ids, options, candidates, strict=True)),
-            [len(p) + max(map(len, opts)) for p, opts in zip(prompt_ids, options, strict=True)],
-            [len(opts) for opts in options],
-        )
-
-    def _act_rank(self, group: list[tuple], generator) -> list[Sample]:
-        prompt_ids, options, candidates = (list(column) for column in zip(*group, strict=True))
-        dist, values = self.rank_distribution(prompt_ids, options)
-        ref_dist, _ = self.rank_distribution(prompt_ids, options, reference=True)
-        samples = []
-        for r, (p, opts) in enumerate(zip(prompt_ids, options, strict=True)):
-            n = len(opts)
-            chosen = int(torch.multinomial(dist[r, :n].exp().cpu(), 1, generator=generator))
-            kl = float((dist[r, :n].exp() * (dist[r, :n] - ref_dist[r, :n])).sum())
-            samples.append(
-                Sample(
-                    p,
-                    opts,
-                    chosen,
-                    candidates[r][chosen],
-                    float(dist[r, chosen]),
-                    float(ref_dist[r, chosen]),
-                    float(values[r]),
-                    kl,
-                    (dist[r, :n].cpu(),),
-                    ref_dist[r, :n].cpu(),
-                )
-            )
-        return samples
-
-    def rank_distribution(self, prompt_ids, options, reference: bool = False):
-        """Log-softmax over each prompt's candidates ([N, Cmax], -inf on padding) and values [N]."""
-        flat_prompts = [p for p, opts in zip(prompt_ids, options, strict=True) for _ in opts]
-        flat_options = [o for opts in options for o in opts]
-        scored = self.forward(flat_prompts, flat_options, reference=reference)
-        sums = sequence_logprob(scored.token_logp, scored.mask)
-        widest = max(map(len, options))
-        scores = torch.zeros((len(options), widest), device=self.device)
-        valid = torch.zeros((len(options), widest), dtype=torch.bool, device=self.device)
-        first_rows, start = [], 0
-        for r, opts in enumerate(options):
-            scores[r, : len(opts)] = sums[start : start + len(opts)]
-            valid[r, : len(opts)] = True
-            first_rows.append(start)
-            start += len(opts)
-        return candidate_log_softmax(scores, valid), scored.values[first_rows]
-
-
-def draw_candidates(valid_actions: list[str], max_candidates: int, rng) -> list[str]:
-    """Rank mode's candidates: the valid actions, capped at max_candidates by a seeded draw
-    (in PPO rollouts and evaluation alike); "look" when the game offers none."""
-    actions = list(valid_actions) or ["look"]
-    if len(actions) <= max_candidates:
-        return actions
-    return sorted(rng.sample(actions, max_candidates))
+        return list(zip(tokens, logps, strict=True))
 
 
 def policy_with_fresh_adapter(

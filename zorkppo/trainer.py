@@ -7,8 +7,6 @@ value of the state it stopped in), then `ppo_epochs` passes of minibatch updates
 
 from __future__ import annotations
 
-import math
-import random
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,7 +15,8 @@ import torch
 
 from zorkppo import ppo
 from zorkppo.model import recompute_layer_activations
-from zorkppo.policy import Policy, Sample, draw_candidates
+from zorkppo.modes import ActionMode, Sample, action_mode
+from zorkppo.policy import Policy
 from zorkppo.prompt import render_prompt
 from zorkppo.rewards import TERMS, EpisodeTracker
 
@@ -57,24 +56,15 @@ def prompts_for(rollout: RolloutState, tokenizer, only: list[int] | None = None)
     ]
 
 
-def candidates_for(games: VecGames, max_candidates: int, rng: random.Random) -> list[list[str]]:
-    """Valid actions per game, capped at max_candidates by a seeded draw."""
-    return [draw_candidates(v, max_candidates, rng) for v in games.call("valid_actions")]
-
-
 def play_turns(
-    policy: Policy, games: VecGames, rollout: RolloutState, cfg, generator, rng
+    policy: Policy, mode: ActionMode, games: VecGames, rollout: RolloutState, cfg, generator, rng
 ) -> tuple[list, list]:
     """Play cfg.rollout_turns turns in every game. Returns samples [T][N] and turn records [T][N]."""
     samples, records = [], []
     for _ in range(cfg.rollout_turns):
         prompts = prompts_for(rollout, policy.tokenizer)
-        if cfg.action_mode == "rank":
-            turn = policy.act_rank(
-                prompts, candidates_for(games, cfg.max_candidates, rng), generator
-            )
-        else:
-            turn = policy.act_generate(prompts, generator)
+        valid = games.call("valid_actions") if mode.needs_valid_actions else None
+        turn = mode.act(policy, prompts, valid, generator, rng)
         commands = [s.command or "look" for s in turn]  # an empty generation still costs a turn
         after = games.call("step", [(c,) for c in commands])
         turn_records, resets = [], []
@@ -144,59 +134,18 @@ def advantages_per_game(
     return advantages, returns
 
 
-def minibatch_terms(policy: Policy, batch: list[Sample], mode: str) -> dict[str, torch.Tensor]:
-    """New log-probs, values, entropy, KL to reference and JS to the rollout policy."""
-    prompts = [s.prompt_ids for s in batch]
-    if mode == "rank":
-        dist, values = policy.rank_distribution(prompts, [s.options for s in batch])
-        chosen = torch.tensor([s.chosen for s in batch], device=dist.device)
-        logprob = dist.gather(1, chosen[:, None]).squeeze(1)
-        old = _pad_rows([s.old_dist[0] for s in batch], -math.inf).to(dist.device)
-        ref = _pad_rows([s.ref_dist for s in batch], -math.inf).to(dist.device)
-        valid = torch.isfinite(ref)
-        # masked_fill, not where: a -inf inside an unselected branch still sends NaN gradients
-        new_safe, ref_safe = dist.masked_fill(~valid, 0.0), ref.masked_fill(~valid, 0.0)
-        kl = (valid * new_safe.exp() * (new_safe - ref_safe)).sum(-1).mean()
-        return {
-            "logprob": logprob,
-            "values": values,
-            "entropy": ppo.categorical_entropy(dist).mean(),
-            "kl": kl,
-            "js": ppo.js_divergence(old, dist).mean(),
-        }
-    scored = policy.forward(prompts, [s.options[0] for s in batch], full=True)
-    mask = scored.mask
-    ref = _pad_rows([s.ref_dist for s in batch], 0.0).to(mask.device)
-    kl = ppo.masked_mean(ppo.kl_k3_per_token(scored.token_logp, ref), mask)
-    top_ids = _pad_rows([s.old_dist[0] for s in batch], 0).long().to(mask.device)
-    old_top = _pad_rows([s.old_dist[1] for s in batch], 0.0).to(mask.device)
-    new_top = scored.logp_full.gather(-1, top_ids)
-    js = ppo.js_divergence(_with_rest(old_top), _with_rest(new_top))
-    return {
-        "logprob": ppo.sequence_logprob(scored.token_logp, mask),
-        "values": scored.values,
-        "entropy": ppo.masked_mean(ppo.categorical_entropy(scored.logp_full), mask),
-        "kl": kl,
-        "js": ppo.masked_mean(js, mask),
-    }
-
-
-def _with_rest(top_logp: torch.Tensor) -> torch.Tensor:
-    """Top-k log-probs plus one bucket for the remaining mass: a proper k+1 distribution."""
-    rest = torch.log1p(-top_logp.exp().sum(-1, keepdim=True).clamp(max=1 - 1e-6))
-    return torch.cat([top_logp, rest], dim=-1)
-
-
-def _pad_rows(rows: list[torch.Tensor], value) -> torch.Tensor:
-    width = max(r.shape[0] for r in rows)
-    out = torch.full((len(rows), width, *rows[0].shape[1:]), value, dtype=rows[0].dtype)
-    for i, r in enumerate(rows):
-        out[i, : r.shape[0]] = r
-    return out
-
-
 def ppo_update(
-    policy, optimizer, samples, advantages, returns, cfg, kl_coef, update_step, total_updates, rng
+    policy,
+    mode,
+    optimizer,
+    samples,
+    advantages,
+    returns,
+    cfg,
+    kl_coef,
+    update_step,
+    total_updates,
+    rng,
 ):
     """cfg.ppo_epochs passes of clipped-PPO minibatch updates. Returns (stats, updates done)."""
     flat = [s for row in samples for s in row]
@@ -221,7 +170,8 @@ def ppo_update(
             # Gradient checkpointing (param) trades recompute for activation memory: the 7B
             # profile's need. Only the forward runs inside: reentrant recompute needs no flags.
             with recompute_layer_activations(policy.model, cfg.gradient_checkpointing):
-                terms = minibatch_terms(policy, [flat[i] for i in idx], cfg.action_mode)
+                # New log-probs, values, entropy, KL to reference and JS to the rollout policy.
+                terms = mode.rescore(policy, [flat[i] for i in idx])
             device = terms["logprob"].device
             pg_loss, clip_frac, approx_kl = ppo.policy_loss(
                 terms["logprob"], old_logprob[idx].to(device), adv[idx].to(device), clip
@@ -261,13 +211,11 @@ def ppo_update(
     return {k: sum(v) / len(v) for k, v in stats.items()}, updates
 
 
-def rollout_kl(samples: list[list[Sample]], mode: str) -> float:
-    """The rollout's mean KL to the reference, in the loss's unit: per action token in
-    generate mode (the loss's KL is per token), per turn in rank mode (one choice a turn)."""
+def rollout_kl(samples: list[list[Sample]], mode: ActionMode) -> float:
+    """The rollout's mean KL to the reference, in the loss's unit (`mode.kl_units`): per
+    command token when generating (the loss's KL is per token), per turn when ranking."""
     flat = [s for row in samples for s in row]
-    if mode == "rank":
-        return sum(s.kl for s in flat) / len(flat)
-    return sum(s.kl for s in flat) / max(1, sum(len(s.options[0]) for s in flat))
+    return sum(s.kl for s in flat) / max(1, sum(mode.kl_units(s) for s in flat))
 
 
 def iteration_metrics(
@@ -299,10 +247,11 @@ def train_iteration(
 ) -> tuple[dict, list[dict], int]:
     """One PPO iteration, steps 1-5. Returns (metrics, turn records with advantages, updates)."""
     policy.model.eval()  # dropout off: rollout and update must score actions identically
+    mode = action_mode(cfg.action_mode, cfg.max_candidates)
     rollout.finished_scores = []
     # 1. Rollout: every game plays rollout_turns turns; one batched policy call per turn.
     started = time.perf_counter()
-    samples, records = play_turns(policy, games, rollout, cfg, generator, rng)
+    samples, records = play_turns(policy, mode, games, rollout, cfg, generator, rng)
     seconds = time.perf_counter() - started
     # 2. Advantages: GAE per game, bootstrapped from the value of where each game stands now.
     last_values = policy.values(policy.encode_prompts(prompts_for(rollout, policy.tokenizer)))
@@ -312,6 +261,7 @@ def train_iteration(
     # 3. Update: clipped PPO epochs over shuffled minibatches, early stop past target_kl.
     update_stats, updates = ppo_update(
         policy,
+        mode,
         optimizer,
         samples,
         advantages,
@@ -333,7 +283,7 @@ def train_iteration(
         controller.coef,
         seconds,
         len(samples) * games.count,
-        cfg.action_mode,
+        mode,
     )
     controller.update(metrics["kl_rollout"])
     # 5. Turn-level records for the rollouts table.
