@@ -4,6 +4,8 @@ Llama + value head.
 
     python -m bench.rollout                    # N = 1, 4, 16; prompts from real game states
     python -m bench.rollout --games            # also step real Zork I games (VecGames workers)
+    python -m bench.rollout --sizes 8,16 --report rollout_modes \
+        --methods "batched act_generate,batched act_rank,batched act_constrained"   # the modes
 
 Valid actions (rank, constrained) are looked up before the clock starts in the default mode
 and inside the game time with `--games`.
@@ -196,6 +198,9 @@ def main(argv=None) -> None:
         "--device", default="cpu", choices=["cpu", "cuda"], help="where the tiny policy runs"
     )
     parser.add_argument("--out", default=None)
+    parser.add_argument(
+        "--report", default="rollout", help="report name: reports/bench/<report>.json"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -311,7 +316,7 @@ def main(argv=None) -> None:
             f"{'MET' if target['met'] else 'NOT MET'}"
         )
     write_report(
-        "rollout",
+        args.report,
         {
             "mode": "games" if args.games else "prompts",
             "model": {

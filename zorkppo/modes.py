@@ -330,7 +330,9 @@ class ConstrainedMode:
     def _act(self, policy, group, generator) -> list[Sample]:
         prompt_ids, tries = (list(column) for column in zip(*group, strict=True))
         actions = [t for t, _ in policy.sample_tokens(prompt_ids, generator, tries)]
-        allowed, steps = zip(*(t.positions(a) for a, t in zip(actions, tries, strict=True)))
+        allowed, steps = zip(
+            *(t.positions(a) for a, t in zip(actions, tries, strict=True)), strict=True
+        )
         dist, logprob, values, mask = self._masked(policy, prompt_ids, actions, allowed, steps)
         ref, ref_logprob, _, _ = self._masked(
             policy, prompt_ids, actions, allowed, steps, reference=True
@@ -374,7 +376,7 @@ class ConstrainedMode:
         distribution: they sum to 1 over the commands). For tests and analysis."""
         (trie,) = self._tries(policy, [valid])
         paths = list(trie.ends)
-        allowed, steps = zip(*(trie.positions(path) for path in paths))
+        allowed, steps = zip(*(trie.positions(path) for path in paths), strict=True)
         prompt_ids = policy.encode_prompts([prompt]) * len(paths)
         _, logprob, _, _ = self._masked(
             policy, prompt_ids, [list(p) for p in paths], list(allowed), list(steps)
