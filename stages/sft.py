@@ -19,7 +19,13 @@ from zorkppo.model import (
     seed_everything,
 )
 from zorkppo.records import TRAJECTORIES, atomic_dir, read_table
-from zorkppo.sft import build_examples, evaluate_actions, split_episodes, train_lora
+from zorkppo.sft import (
+    build_examples,
+    evaluate_actions,
+    split_episodes,
+    train_lora,
+    with_command_form,
+)
 
 
 @exit_on_user_error
@@ -31,7 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(params.model.device)
 
     # 1. Rows -> examples, split by episode, training rows filtered by source.
-    df = read_table(paths.TRAJECTORIES, TRAJECTORIES).to_pandas()
+    df = with_command_form(
+        read_table(paths.TRAJECTORIES, TRAJECTORIES).to_pandas(), sft.command_form
+    )
     train_ids, heldout_ids = split_episodes(
         df.episode_id, params.split.heldout_fraction, params.seed
     )

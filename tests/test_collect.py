@@ -44,6 +44,16 @@ def test_collect_stage_smoke(project):
     assert all(len(v) > 0 for v in df.valid_actions)
     random_rows = df[df.source == "random"]
     assert all(a in v for a, v in zip(random_rows.action, random_rows.valid_actions, strict=True))
+    assert list(random_rows.valid_action) == list(random_rows.action)
+    # the walkthrough's commands in Jericho's valid-action form (one command per outcome)
+    assert list(walk.valid_action) == [
+        "north",
+        "north",
+        "up",
+        "take all from nest",
+        "down",
+        "south",
+    ]
     report = json.loads((project / "reports/collect.json").read_text())
     assert report["total_rows"] == 18
 

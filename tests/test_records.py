@@ -18,6 +18,7 @@ def sample_rows():
             "location": "West House",
             "valid_actions": ["north", "south"] if i else [],
             "action": "north",
+            "valid_action": "north",
             "reward": i,
             "score": 10 * i,
             "done": i == 2,
@@ -33,7 +34,7 @@ def test_round_trip_preserves_every_column_and_type(tmp_path):
     table = read_table(path, TRAJECTORIES)
     assert table.schema.remove_metadata().equals(TRAJECTORIES.arrow)
     assert table.to_pylist() == sample_rows()
-    assert pq.read_schema(path).metadata[b"zorkppo.schema"] == b"trajectories/1"
+    assert pq.read_schema(path).metadata[b"zorkppo.schema"] == b"trajectories/2"
 
 
 def test_wrong_schema_is_rejected(tmp_path):
@@ -47,14 +48,14 @@ def test_wrong_version_is_rejected(tmp_path):
     table = pa.Table.from_pylist(sample_rows(), schema=TRAJECTORIES.arrow)
     path = tmp_path / "old.parquet"
     pq.write_table(table.replace_schema_metadata({b"zorkppo.schema": b"trajectories/0"}), path)
-    with pytest.raises(UserError, match="expected 'trajectories/1'"):
+    with pytest.raises(UserError, match="expected 'trajectories/2'"):
         read_table(path, TRAJECTORIES)
 
 
 def test_tagged_file_with_wrong_columns_is_rejected(tmp_path):
     path = tmp_path / "cols.parquet"
     table = pa.table({"episode_id": ["x"]}).replace_schema_metadata(
-        {b"zorkppo.schema": b"trajectories/1"}
+        {b"zorkppo.schema": b"trajectories/2"}
     )
     pq.write_table(table, path)
     with pytest.raises(UserError, match="columns differ"):

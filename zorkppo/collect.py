@@ -10,7 +10,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from zorkppo.agents import make_agent
-from zorkppo.game import ZorkGame
+from zorkppo.game import GameState, ZorkGame
 
 SOURCE_ORDER = ("walkthrough", "random", "explorer", "human")
 
@@ -46,6 +46,7 @@ def play_episode(game: ZorkGame, spec: EpisodeSpec) -> list[dict]:
         action = agent.act(game, state, valid)
         if action is None:
             break
+        before = game.save()
         after = game.step(action)
         rows.append(
             {
@@ -58,6 +59,7 @@ def play_episode(game: ZorkGame, spec: EpisodeSpec) -> list[dict]:
                 "location": state.location,
                 "valid_actions": valid,
                 "action": action,
+                "valid_action": valid_action_form(game, before, action, after, valid),
                 "reward": after.reward,
                 "score": after.score,
                 "done": after.done,
@@ -69,6 +71,30 @@ def play_episode(game: ZorkGame, spec: EpisodeSpec) -> list[dict]:
         if after.done:
             break
     return rows
+
+
+def valid_action_form(
+    game: ZorkGame, before: tuple, action: str, after: GameState, valid: list[str]
+) -> str:
+    """The valid action that does what `action` did from the saved state `before` (same world
+    state and score after it), "" if none does: the walkthrough writes `N` and `Get egg`,
+    Jericho's valid actions say `north` and `take all from nest` (one command per outcome),
+    and the rank and constrained action modes choose among the latter. The game is left where `action` took it."""
+    if action.lower() in valid:
+        return action.lower()
+    played = game.save()
+    form = ""
+    # Jericho lists one command per outcome: where several could match, those sharing most
+    # words with the action come first, then the shortest.
+    words = set(action.lower().split())
+    for candidate in sorted(valid, key=lambda c: (-len(words & set(c.split())), len(c), c)):
+        game.restore(before)
+        outcome = game.step(candidate)
+        if outcome.world_hash == after.world_hash and outcome.score == after.score:
+            form = candidate
+            break
+    game.restore(played)
+    return form
 
 
 # -- worker processes: each holds one game for its whole life --------------------------

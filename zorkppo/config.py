@@ -109,6 +109,9 @@ class SftParams(Section):
     # whose commands SFT imitates, among `sources`; the others only pretrain the tiny base
     # (imitating a random agent teaches random play: README, "What SFT imitates")
     imitate: list[SOURCES] = ["walkthrough", "human"]
+    # the commands as played (`N`, `Get egg`), or in Jericho's valid-action form where one does
+    # the same (`north`, `take all from nest`): what the rank and constrained modes choose among
+    command_form: Literal["played", "valid"] = "played"
     epochs: int = Field(12, ge=1)  # at most; see check_every
     batch_size: int = Field(8, ge=1)
     learning_rate: float = Field(3e-3, gt=0)  # peak: linear warm-up, then cosine decay to 0

@@ -38,7 +38,7 @@ class TableSchema:
 
 TRAJECTORIES = TableSchema(
     name="trajectories",
-    version=1,
+    version=2,  # v2: valid_action (the action in Jericho's valid-action form, "" if none)
     arrow=pa.schema(
         [
             ("episode_id", pa.string()),
@@ -50,6 +50,7 @@ TRAJECTORIES = TableSchema(
             ("location", pa.string()),
             ("valid_actions", pa.list_(pa.string())),
             ("action", pa.string()),
+            ("valid_action", pa.string()),
             ("reward", pa.int32()),
             ("score", pa.int32()),
             ("done", pa.bool_()),

@@ -28,6 +28,14 @@ class Example:
     valid_actions: tuple[str, ...]
 
 
+def with_command_form(df, form: str):
+    """Trajectory rows with each command as played, or (form "valid") in its valid-action
+    form where one does the same; SFT's targets and the prompts' history use it alike."""
+    if form == "played":
+        return df
+    return df.assign(action=df.valid_action.where(df.valid_action != "", df.action))
+
+
 def split_episodes(episode_ids, heldout_fraction: float, seed: int) -> tuple[set[str], set[str]]:
     """Held-out episodes (at least one, never all) chosen by a seeded shuffle."""
     ids = sorted(set(episode_ids))
