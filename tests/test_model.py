@@ -218,10 +218,9 @@ def test_cuda_requested_but_absent():
     assert resolve_device("auto").type == "cpu"
 
 
-def test_trajectory_examples_use_the_episode_history():
-    from zorkppo.sft import build_examples, episode_transcripts
-
-    df = pd.DataFrame(
+def one_episode(actions: list[str], valid_forms: list[str], valid_actions: list[str]):
+    """Trajectory rows of one episode "e": action i answered by "reply i+1"."""
+    return pd.DataFrame(
         [
             {
                 "episode_id": "e",
@@ -229,12 +228,19 @@ def test_trajectory_examples_use_the_episode_history():
                 "observation": f"reply {i}",
                 "description": "Room",
                 "inventory": "Inv",
-                "action": a,
-                "valid_actions": ["north", "south"],
+                "action": action,
+                "valid_action": form,
+                "valid_actions": valid_actions,
             }
-            for i, a in enumerate(["North", "South"])
+            for i, (action, form) in enumerate(zip(actions, valid_forms, strict=True))
         ]
     )
+
+
+def test_trajectory_examples_use_the_episode_history():
+    from zorkppo.sft import build_examples, episode_transcripts
+
+    df = one_episode(["North", "South"], ["north", "south"], ["north", "south"])
     examples = build_examples(df, None, history_turns=3)
     assert [e.action for e in examples] == ["north", "south"]
     assert "> north\nreply 1" in examples[1].prompt
@@ -244,22 +250,10 @@ def test_trajectory_examples_use_the_episode_history():
 def test_command_form_valid_replaces_played_commands_where_a_valid_form_exists():
     from zorkppo.sft import build_examples, with_command_form
 
-    df = pd.DataFrame(
-        [
-            {
-                "episode_id": "e",
-                "step": i,
-                "observation": f"reply {i}",
-                "description": "Room",
-                "inventory": "Inv",
-                "action": played,
-                "valid_action": valid,
-                "valid_actions": ["north", "take all from nest"],
-            }
-            for i, (played, valid) in enumerate(
-                [("N", "north"), ("Get egg", "take all from nest"), ("xyzzy", "")]
-            )
-        ]
+    df = one_episode(
+        ["N", "Get egg", "xyzzy"],
+        ["north", "take all from nest", ""],
+        ["north", "take all from nest"],
     )
     assert with_command_form(df, "played") is df
     examples = build_examples(with_command_form(df, "valid"), None, history_turns=3)
