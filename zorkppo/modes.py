@@ -83,27 +83,26 @@ class GenerateMode:
 
     needs_valid_actions = False
 
-    def _draw(self, policy, prompt_ids, generator) -> list[list[int]]:
+    def _in_buckets(self, policy, run, prompts):
+        prompt_ids = policy.encode_prompts(prompts)
         return policy.in_buckets(
-            lambda group: [tokens for tokens, _ in policy.sample_tokens(group, generator)],
-            prompt_ids,
-            [len(p) + policy.max_new_tokens for p in prompt_ids],
+            run, prompt_ids, [len(p) + policy.max_new_tokens for p in prompt_ids]
         )
 
+    @staticmethod
+    def _command(policy, tokens: list[int]) -> str:
+        return parse_command(policy.tokenizer.decode(tokens, skip_special_tokens=True))
+
+    @torch.no_grad()
     def choose(self, policy, prompts, valid, generator, rng) -> list[str]:
-        actions = self._draw(policy, policy.encode_prompts(prompts), generator)
-        return [
-            parse_command(policy.tokenizer.decode(a, skip_special_tokens=True)) for a in actions
-        ]
+        def pick(group):
+            return [self._command(policy, t) for t, _ in policy.sample_tokens(group, generator)]
+
+        return self._in_buckets(policy, pick, prompts)
 
     @torch.no_grad()
     def act(self, policy, prompts, valid, generator, rng) -> list[Sample]:
-        prompt_ids = policy.encode_prompts(prompts)
-        return policy.in_buckets(
-            lambda group: self._act(policy, group, generator),
-            prompt_ids,
-            [len(p) + policy.max_new_tokens for p in prompt_ids],
-        )
+        return self._in_buckets(policy, lambda group: self._act(policy, group, generator), prompts)
 
     def _act(self, policy, prompt_ids, generator) -> list[Sample]:
         actions = [tokens for tokens, _ in policy.sample_tokens(prompt_ids, generator)]
@@ -120,7 +119,7 @@ class GenerateMode:
                     p,
                     [a],
                     0,
-                    parse_command(policy.tokenizer.decode(a, skip_special_tokens=True)),
+                    self._command(policy, a),
                     float(logp.sum()),
                     float(ref_logp.sum()),
                     float(scored.values[r]),
