@@ -10,7 +10,7 @@ ZORK_ROM ?= $(abspath $(firstword $(wildcard ../shared/roms/zork1.z5)))
 export ZORK_ROM
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: repro test test-slow lint format bench clean
+.PHONY: repro no-walkthrough test test-slow lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 11) else "$(PYTHON) is Python %d.%d, the pinned packages need 3.11+: run make with PYTHON=python3.11 (or newer)" % v)'
@@ -21,6 +21,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 repro: $(STAMP)
 	$(BIN)/dvc repro
+
+# The headline experiment: no walkthrough anywhere in training, constrained generation, a
+# longer PPO run with its learning curve. Runs as a DVC experiment in the workspace, then
+# snapshots its results into reports/no_walkthrough/ and README's second table.
+NO_WALKTHROUGH := -S 'sft.sources=[random,explorer]' -S 'sft.imitate=[explorer]' \
+	-S ppo.action_mode=constrained -S eval.action_mode=constrained \
+	-S ppo.iterations=48 -S ppo.curve.every=8 -S 'eval.agents=[random,explorer,sft,ppo]'
+
+no-walkthrough: $(STAMP)
+	$(BIN)/dvc exp run -n no-walkthrough $(NO_WALKTHROUGH)
+	$(BIN)/python -m zorkppo.results_table --snapshot
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -13,6 +13,7 @@ from zorkppo.envs import VecGames, zork_factory
 from zorkppo.errors import exit_on_user_error
 from zorkppo.evaluate import (
     EPISODES,
+    agent_chooser,
     bar_chart,
     curve_chart,
     load_agent_policy,
@@ -20,7 +21,6 @@ from zorkppo.evaluate import (
     play_episodes,
     policy_chooser,
     protocol_line,
-    random_chooser,
     require_agent_models,
     summarize,
     transcript_markdown,
@@ -50,8 +50,8 @@ def ppo_curves() -> dict[str, list[tuple[int, float]]]:
 
 # Model agents play twice: greedy (one episode: game and policy are both deterministic, so
 # more episodes would replay it) and sampled at eval.temperature (eval.episodes episodes).
-# The random agent samples; the walkthrough is deterministic.
-DECODINGS = {"random": ("sample",), "walkthrough": ("greedy",)}
+# The random and explorer baselines sample (seeded); the walkthrough is deterministic.
+DECODINGS = {"random": ("sample",), "explorer": ("sample",), "walkthrough": ("greedy",)}
 
 
 @exit_on_user_error
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         "model_profile": params.model.profile,
         "walkthrough_data_in_training": walkthrough_data,
     }
-    protocol = protocol_line(protocol_info)
+    protocol = protocol_line(protocol_info, ev.agents)
 
     require_agent_models(ev.agents)
     all_rows, metrics, transcripts = [], {}, {}
@@ -87,8 +87,8 @@ def main(argv: list[str] | None = None) -> None:
             metrics[agent] = {}
             for decoding in DECODINGS.get(agent, ("greedy", "sample")):
                 started = time.perf_counter()
-                if agent == "random":
-                    choose = random_chooser(params.seed)
+                if agent in ("random", "explorer"):
+                    choose = agent_chooser(agent, params.seed)
                 elif agent == "walkthrough":
                     choose = walkthrough_chooser(games.call("walkthrough", only=[0])[0])
                 else:

@@ -6,11 +6,12 @@ import math
 import random
 import resource
 import time
+from contextlib import nullcontext
 
 import torch
 from dvclive import Live
 
-from zorkppo import checkpoint, paths
+from zorkppo import checkpoint, curve, paths
 from zorkppo.config import params_from_cli
 from zorkppo.envs import VecGames, zork_factory
 from zorkppo.errors import exit_on_user_error
@@ -42,6 +43,25 @@ def log_timing(iteration: int, steps_per_s: float, fresh: bool) -> None:
         f.write(f"{iteration}\t{steps_per_s:.3f}\n")
 
 
+def learning_curve_point(policy, eval_games, params, iteration: int, episode_scores) -> dict:
+    started = time.perf_counter()
+    point = curve.curve_point(
+        policy,
+        eval_games,
+        params.ppo,
+        params.prompt.history_turns,
+        params.seed,
+        iteration,
+        episode_scores,
+    )
+    print(
+        f"ppo: curve at {point['env_steps']} turns: greedy {point['greedy_score']:.0f}, sampled "
+        f"{point['sampled_score_mean']:.1f} ± {point['sampled_score_std']:.1f} "
+        f"({time.perf_counter() - started:.1f} s)"
+    )
+    return point
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     params = params_from_cli(__doc__, argv)
@@ -69,7 +89,10 @@ def main(argv: list[str] | None = None) -> None:
         paths.QUANTIZED_MODEL,
     )
 
-    with VecGames(zork_factory(str(rom), params.game.seed), cfg.num_envs) as games:
+    make_game = zork_factory(str(rom), params.game.seed)
+    # the learning curve plays in games of its own, so training games are never disturbed
+    curve_games = VecGames(make_game, cfg.curve.episodes) if cfg.curve.every else nullcontext()
+    with VecGames(make_game, cfg.num_envs) as games, curve_games as eval_games:
         # 1. Resume from an unfinished run with the same fingerprint, or start clean.
         state = checkpoint.load_resumable(paths.PPO_MODEL, fingerprint)
         if state:
@@ -81,11 +104,13 @@ def main(argv: list[str] | None = None) -> None:
             rollout = state["rollout"]
             games.call("restore", [(s,) for s in state["game_saves"]])
             start, update_step, history = state["iteration"], state["update_step"], state["history"]
+            points, episode_scores = state["curve"], state["curve_episode_scores"]
             print(f"ppo: resuming at iteration {start} of {cfg.iterations}")
         else:
             checkpoint.clear(paths.PPO_MODEL, paths.ROLLOUTS)
             rollout = start_rollout(games, params.prompt.history_turns)
             start, update_step, history = 0, 0, []
+            points, episode_scores = [], []
 
         live = Live(str(paths.PPO_REPORTS), save_dvc_exp=False, dvcyaml=None, report=None)
         for past in history:  # the curves are rebuilt, so a resumed run has no gaps or repeats
@@ -93,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
 
         # 2. Iterate: rollout, advantages, update, KL control (trainer.train_iteration).
         for iteration in range(start, cfg.iterations):
+            if iteration == 0 and curve.due(0, cfg.curve.every, cfg.iterations):
+                points.append(learning_curve_point(policy, eval_games, params, 0, []))
             started = time.perf_counter()
             metrics, rows, updates = train_iteration(
                 policy,
@@ -124,6 +151,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"{steps_per_s:.1f} turns/s)"
             )
 
+            # The learning curve: evaluation episodes every few iterations, in games of its own.
+            episode_scores += rollout.finished_scores
+            if curve.due(iteration + 1, cfg.curve.every, cfg.iterations):
+                points.append(
+                    learning_curve_point(policy, eval_games, params, iteration + 1, episode_scores)
+                )
+                episode_scores = []
+
             # 3. Checkpoint: weights, optimizer, controller, RNGs, games, history.
             last = iteration + 1 == cfg.iterations
             if last or (iteration + 1) % cfg.save_every == 0:
@@ -142,9 +177,16 @@ def main(argv: list[str] | None = None) -> None:
                         "rng": rng.getstate(),
                         "rollout": rollout,
                         "game_saves": games.call("save"),
+                        "curve": points,
+                        "curve_episode_scores": episode_scores,
                     },
                 )
         live.end()
+        curve.write_curve(points, paths.PPO_CURVE)
+        if points:
+            curve.plot_curve(points, paths.PPO_CURVE_PNG, f"PPO on Zork I, {cfg.action_mode} mode")
+        else:
+            paths.PPO_CURVE_PNG.unlink(missing_ok=True)
         worker_mb = games.peak_rss_mb()
     print(
         f"ppo: peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "

@@ -7,11 +7,12 @@ import sys
 import pytest
 
 from zorkppo import results_table
+from zorkppo.curve import write_curve
 from zorkppo.envs import VecGames, zork_factory
 from zorkppo.evaluate import (
+    agent_chooser,
     pick_episodes,
     play_episodes,
-    random_chooser,
     summarize,
     walkthrough_chooser,
 )
@@ -48,12 +49,12 @@ def test_walkthrough_agent_scores_what_the_walkthrough_reaches(games, rom_path):
 
 
 def test_random_agent_plays_within_the_game_range(games):
-    rows = play_episodes("random", games, random_chooser(seed=3), 15, 3)
+    rows = play_episodes("random", games, agent_chooser("random", seed=3), 15, 3)
     summary = summarize(rows)
     assert set(summary) == METRIC_KEYS
     assert -10 <= summary["score_mean"] <= 350 and summary["unique_locations_mean"] >= 1
     assert 0 <= summary["valid_command_rate"] <= 1 and summary["episodes"] == 2
-    again = play_episodes("random", games, random_chooser(seed=3), 15, 3)
+    again = play_episodes("random", games, agent_chooser("random", seed=3), 15, 3)
     assert [r["action"] for r in again] == [r["action"] for r in rows]  # seeded
     picked = pick_episodes(rows)
     assert picked["best"][-1]["score"] >= picked["median"][-1]["score"]
@@ -92,14 +93,21 @@ def sample_metrics():
     }
 
 
-def test_results_table_renders_and_checks(tmp_path):
-    metrics = tmp_path / "metrics.json"
+SECTIONS = (
+    "# x\n<!-- results:start -->\nold\n<!-- results:end -->\n"
+    "<!-- results:no-walkthrough:start -->\nold\n<!-- results:no-walkthrough:end -->\ntail\n"
+)
+
+
+def test_results_table_renders_and_checks(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    metrics = tmp_path / "reports/eval/metrics.json"
+    metrics.parent.mkdir(parents=True)
     metrics.write_text(json.dumps(sample_metrics()))
     readme = tmp_path / "README.md"
-    readme.write_text(f"# x\n{results_table.START}\nold\n{results_table.END}\ntail\n")
-    args = ["--metrics", str(metrics), "--readme", str(readme)]
-    assert results_table.main([*args, "--check"]) == 1
-    assert results_table.main(args) == 0
+    readme.write_text(SECTIONS)
+    assert results_table.main(["--check"]) == 1
+    assert results_table.main([]) == 0
     text = readme.read_text()
     assert "| random | - | 12.5 ± 2.0 | 15 | 98 | 6.3 | 40% | 1 |" in text
     assert "| walkthrough | 102 | - | - | 98 |" in text
@@ -108,7 +116,51 @@ def test_results_table_renders_and_checks(tmp_path):
         "at most 100 steps each, game seed 12" in text
         and "walkthrough data used in training: yes" in text
     )
-    assert results_table.main([*args, "--check"]) == 0
+    assert results_table.main(["--check"]) == 0
+
+
+def test_results_table_snapshots_the_no_walkthrough_run(tmp_path, monkeypatch):
+    """--snapshot copies the workspace's run and fills only the no-walkthrough section."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="no run to snapshot"):
+        results_table.main(["--snapshot"])
+    readme = tmp_path / "README.md"
+    readme.write_text(SECTIONS)
+    (tmp_path / "reports/eval").mkdir(parents=True)
+    (tmp_path / "reports/eval/metrics.json").write_text(json.dumps(sample_metrics()))
+    (tmp_path / "reports/eval/scores.png").write_bytes(b"png")
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    point = {
+        "iteration": 0,
+        "env_steps": 0,
+        "greedy_score": 30.0,
+        "sampled_score_mean": 20.0,
+        "sampled_score_std": 5.0,
+        "sampled_score_max": 25,
+        "sampled_deaths": 2,
+        "training_episodes": 0,
+        "training_episode_score_mean": "",
+    }
+    later = point | {"iteration": 8, "env_steps": 512, "training_episodes": 3}
+    write_curve(
+        [point, later | {"training_episode_score_mean": 12.5}], tmp_path / "reports/ppo/curve.tsv"
+    )
+    (tmp_path / "reports/ppo/learning_curve.png").write_bytes(b"png")
+    assert results_table.main(["--snapshot"]) == 0
+    text = readme.read_text()
+    default, no_walkthrough = text.split("<!-- results:end -->")
+    assert "old" in default  # the workspace holds the experiment: the default table stays
+    assert "| ppo | 35 | 20.0 ± 2.0 | 15 |" in no_walkthrough
+    assert "| 0 | 0 | 30 | 20.0 ± 5.0 | 25 | 2 | 0 |" in no_walkthrough
+    assert "| 8 | 512 | 30 | 20.0 ± 5.0 | 25 | 2 | 3 (12.5) |" in no_walkthrough
+    snapshot = tmp_path / "reports/no_walkthrough"
+    assert sorted(p.name for p in snapshot.iterdir()) == [
+        "curve.tsv",
+        "learning_curve.png",
+        "metrics.json",
+        "params.yaml",
+        "scores.png",
+    ]
 
 
 def test_readme_table_matches_committed_metrics():

@@ -15,6 +15,7 @@ import yaml
 from conftest import ROOT
 
 from stages import quantize
+from zorkppo.curve import read_curve
 from zorkppo.records import ROLLOUTS, read_table
 
 PPO = {
@@ -24,6 +25,7 @@ PPO = {
     "ppo_epochs": 1,
     "minibatch_size": 4,
     "max_new_tokens": 4,
+    "curve": {"every": 2, "episodes": 1, "max_steps": 3},  # points at iterations 0, 2 and 3
 }
 
 
@@ -104,6 +106,15 @@ def test_ppo_stage_writes_its_artifacts(ppo_project, first_run):
     ).exists()  # wall-clock: untracked
     timing = (ppo_project / "reports/timing/ppo_env_steps_per_s.tsv").read_text().splitlines()
     assert timing[0] == "step\tenv_steps_per_s" and len(timing) == 1 + PPO["iterations"]
+    points = read_curve(ppo_project / "reports/ppo/curve.tsv")
+    turns = PPO["num_envs"] * PPO["rollout_turns"]
+    assert [(p["iteration"], p["env_steps"]) for p in points] == [
+        ("0", "0"),
+        ("2", str(2 * turns)),
+        ("3", str(3 * turns)),
+    ]
+    assert all(0 <= float(p["sampled_score_mean"]) <= float(p["sampled_score_max"]) for p in points)
+    assert files["reports/ppo/learning_curve.png"].startswith(b"\x89PNG")
 
 
 def test_rerun_after_completion_starts_over_and_is_deterministic(ppo_project, first_run):
@@ -163,7 +174,12 @@ def test_evaluate_stage_reports_and_is_deterministic(ppo_project, first_run):
     from stages import evaluate
 
     params = yaml.safe_load((ppo_project / "params.yaml").read_text())
-    params["eval"] = {"episodes": 2, "max_steps": 4, "max_new_tokens": 4}
+    params["eval"] = {
+        "episodes": 2,
+        "max_steps": 4,
+        "max_new_tokens": 4,
+        "agents": ["random", "explorer", "walkthrough", "base", "sft", "quantized", "ppo"],
+    }
     ppo_project.write_params(params)
     report = ppo_project / "reports/eval"
     tracked = [
@@ -181,7 +197,15 @@ def test_evaluate_stage_reports_and_is_deterministic(ppo_project, first_run):
         runs.append({name: (report / name).read_bytes() for name in tracked})
     assert runs[0] == runs[1]
     metrics = json.loads(runs[0]["metrics.json"])
-    assert list(metrics["agents"]) == ["base", "ppo", "quantized", "random", "sft", "walkthrough"]
+    assert list(metrics["agents"]) == [
+        "base",
+        "explorer",
+        "ppo",
+        "quantized",
+        "random",
+        "sft",
+        "walkthrough",
+    ]
     assert (
         metrics["protocol"]["max_steps"] == 4
         and metrics["agents"]["walkthrough"]["greedy"]["score_max"] == 5  # N, N, U, Get egg
@@ -189,8 +213,11 @@ def test_evaluate_stage_reports_and_is_deterministic(ppo_project, first_run):
     for agent in ("base", "sft", "quantized", "ppo"):  # greedy: one episode; sampled: eval.episodes
         runs_of = metrics["agents"][agent]
         assert runs_of["greedy"]["episodes"] == 1 and runs_of["sample"]["episodes"] == 2
-    assert list(metrics["agents"]["random"]) == ["sample"]
+    assert list(metrics["agents"]["random"]) == list(metrics["agents"]["explorer"]) == ["sample"]
+    # the explorer looks ahead and never walks into death: it leaves West of House in 4 turns
+    assert metrics["agents"]["explorer"]["sample"]["unique_locations_mean"] > 1
     assert runs[0]["scores.png"].startswith(b"\x89PNG")
     transcript = runs[0]["transcripts/ppo_sample_best.md"].decode()
     assert transcript.startswith("# ppo (sample): best episode")
     assert "1 greedy episode" in transcript and "2 sampled at temperature" in transcript
+    assert "random and explorer 2 episodes" in transcript

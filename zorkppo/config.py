@@ -146,6 +146,15 @@ class KlParams(Section):
     down: float = Field(0.8, gt=0, le=1)
 
 
+class CurveParams(Section):
+    every: int = Field(
+        0, ge=0
+    )  # evaluation episodes every N iterations (and before, and at the end); 0: off
+    episodes: int = Field(4, ge=1)  # sampled episodes a point (plus 1 greedy)
+    temperature: float = Field(0.7, gt=0)  # of the sampled episodes (the evaluate stage's default)
+    max_steps: int = Field(100, ge=1)  # the evaluation protocol's step limit
+
+
 class PpoParams(Section):
     action_mode: Literal["generate", "rank", "constrained"] = "generate"
     num_envs: int = Field(8, ge=1)  # games played at once, one worker process each
@@ -181,6 +190,7 @@ class PpoParams(Section):
     lora: LoraParams = LoraParams()
     save_every: int = Field(1, ge=1)  # checkpoint every N iterations (and at the end)
     rewards: RewardParams = RewardParams()
+    curve: CurveParams = CurveParams()  # the learning curve: reports/ppo/curve.tsv
 
     @field_validator("max_batch_tokens", mode="before")
     @classmethod
@@ -190,11 +200,12 @@ class PpoParams(Section):
         raise ValueError("must be 'auto' or a whole number of tokens >= 0 (0: one batch)")
 
 
-EVAL_AGENTS = ("random", "walkthrough", "base", "sft", "quantized", "ppo")
+EVAL_AGENTS = ("random", "explorer", "walkthrough", "base", "sft", "quantized", "ppo")
 
 
 class EvalParams(Section):
-    agents: list[Literal[EVAL_AGENTS]] = list(EVAL_AGENTS)
+    # explorer (a save/restore look-ahead baseline, as in collect) is not in the default list
+    agents: list[Literal[EVAL_AGENTS]] = [a for a in EVAL_AGENTS if a != "explorer"]
     episodes: int = Field(10, ge=1)  # sampled episodes per agent (greedy plays one)
     max_steps: int = Field(100, ge=1)  # the Jericho literature's protocol
     temperature: float = Field(0.7, gt=0)  # of the sampled episodes

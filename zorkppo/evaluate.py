@@ -16,6 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from zorkppo import paths
+from zorkppo.agents import Agent, make_agent
 from zorkppo.envs import VecGames
 from zorkppo.game import GameState
 from zorkppo.model import (
@@ -147,15 +148,36 @@ def play_episodes(
     return rows
 
 
-def random_chooser(seed: int) -> Chooser:
-    rngs: dict[int, random.Random] = {}
+class _GameInWorker:
+    """One game of a VecGames, as the save/step/restore object a baseline agent looks ahead with."""
+
+    def __init__(self, games: VecGames, index: int):
+        self.games, self.index = games, index
+
+    def save(self):
+        return self.games.call("save", only=[self.index])[0]
+
+    def step(self, command: str) -> GameState:
+        return self.games.call("step", [(command,)], only=[self.index])[0]
+
+    def restore(self, saved) -> GameState:
+        return self.games.call("restore", [(saved,)], only=[self.index])[0]
+
+
+def agent_chooser(name: str, seed: int) -> Chooser:
+    """A baseline agent of zorkppo.agents (random, explorer) over Jericho's valid actions;
+    game i's agent is seeded with seed * 1000 + i."""
+    agents: dict[int, Agent] = {}
 
     def choose(active, states, trackers, games):
         valid = games.call("valid_actions", only=active)
-        return [
-            rngs.setdefault(i, random.Random(seed * 1000 + i)).choice(v or ["look"])
-            for i, v in zip(active, valid, strict=True)
-        ]
+        commands = []
+        for i, state, tracker, actions in zip(active, states, trackers, valid, strict=True):
+            if i not in agents or tracker.steps == 0:  # a new episode: a fresh agent
+                agents[i] = make_agent(name)
+                agents[i].reset(_GameInWorker(games, i), seed * 1000 + i)
+            commands.append(agents[i].act(_GameInWorker(games, i), state, actions) or "look")
+        return commands
 
     return choose
 
@@ -185,12 +207,13 @@ def policy_chooser(
     return choose
 
 
-def protocol_line(p: dict) -> str:
+def protocol_line(p: dict, agents=("random",)) -> str:
     """The evaluation protocol in one sentence (transcripts, plots and the README table)."""
+    baselines = " and ".join(a for a in ("random", "explorer") if a in agents) or "random"
     return (
         f"Protocol: each model agent plays {p['greedy_episodes']} greedy episode (game and policy "
         f"are deterministic) and {p['episodes']} sampled at temperature {p['temperature']}; "
-        f"random {p['episodes']} episodes, walkthrough 1; at most {p['max_steps']} steps each, "
+        f"{baselines} {p['episodes']} episodes, walkthrough 1; at most {p['max_steps']} steps each, "
         f"game seed {p['game_seed']}, run seed {p['seed']}, {p['action_mode']} mode, model profile "
         f"`{p['model_profile']}`, walkthrough data used in training: "
         f"{'yes' if p['walkthrough_data_in_training'] else 'no'}."
@@ -291,7 +314,12 @@ def bar_chart(metrics: dict, path: Path, title: str) -> None:
     _save_png(fig, path)
 
 
-def curve_chart(series: dict[str, list[tuple[int, float]]], path: Path, title: str) -> None:
+def curve_chart(
+    series: dict[str, list[tuple[int, float]]],
+    path: Path,
+    title: str,
+    xlabel: str = "PPO iteration",
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -300,7 +328,7 @@ def curve_chart(series: dict[str, list[tuple[int, float]]], path: Path, title: s
     fig, ax = plt.subplots(figsize=(7, 3.5))
     for label, points in series.items():
         ax.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
-    ax.set_xlabel("PPO iteration")
+    ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8)
     _save_png(fig, path)

@@ -15,5 +15,7 @@ QUANTIZE_REPORT = REPORTS / "quantize.json"
 PPO_MODEL = Path("models/ppo")
 ROLLOUTS = Path("data/rollouts")
 PPO_REPORTS = REPORTS / "ppo"
+PPO_CURVE = PPO_REPORTS / "curve.tsv"  # the learning curve (ppo.curve)
+PPO_CURVE_PNG = PPO_REPORTS / "learning_curve.png"
 PPO_TIMING = REPORTS / "timing/ppo_env_steps_per_s.tsv"  # not a DVC output: wall-clock
 EVAL_REPORTS = REPORTS / "eval"

@@ -1,7 +1,7 @@
 """Watch a trained agent play Zork I turn by turn, or play it yourself (and record it).
 
     python -m zorkppo.play --agent ppo               # watch the PPO agent (also base, sft, quantized,
-                                                     #   random, walkthrough)
+                                                     #   random, explorer, walkthrough)
     python -m zorkppo.play --human --record data/human/me.parquet   # play; saved like `collect`'s human source
 
 Human play goes through the same HumanAgent and episode recorder as the `collect` stage,
@@ -23,10 +23,10 @@ from zorkppo.envs import VecGames, zork_factory
 from zorkppo.errors import exit_on_user_error
 from zorkppo.evaluate import (
     MODEL_AGENTS,
+    agent_chooser,
     load_agent_policy,
     play_episodes,
     policy_chooser,
-    random_chooser,
     walkthrough_chooser,
 )
 from zorkppo.game import ZorkGame
@@ -40,8 +40,8 @@ def watch(
 ) -> list[dict]:
     rom = installed_rom(paths.ROM)
     games = VecGames(zork_factory(str(rom), params.game.seed), 1, processes=False)
-    if agent == "random":
-        choose = random_chooser(params.seed)
+    if agent in ("random", "explorer"):
+        choose = agent_chooser(agent, params.seed)
     elif agent == "walkthrough":
         choose = walkthrough_chooser(games.call("walkthrough")[0])
     else:
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     who = parser.add_mutually_exclusive_group(required=True)
-    who.add_argument("--agent", choices=[*MODEL_AGENTS, "random", "walkthrough"])
+    who.add_argument("--agent", choices=[*MODEL_AGENTS, "random", "explorer", "walkthrough"])
     who.add_argument("--human", action="store_true")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--max-steps", type=int, default=100)

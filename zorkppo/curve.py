@@ -1,0 +1,105 @@
+"""PPO's learning curve: every `ppo.curve.every` iterations the policy plays evaluation
+episodes (the evaluate stage's protocol, in PPO's action mode) in games of its own.
+
+Each point holds the greedy score, the sampled scores (mean, std, max) and the mean final
+score of the training episodes that ended since the previous point, against the
+environment steps PPO has taken. The sampled episodes reuse one seed at every point, so
+two points differ by the policy, not by the dice.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from pathlib import Path
+
+import torch
+
+from zorkppo.evaluate import curve_chart, play_episodes, policy_chooser, summarize
+from zorkppo.records import atomic_path
+
+COLUMNS = (
+    "iteration",
+    "env_steps",
+    "greedy_score",
+    "sampled_score_mean",
+    "sampled_score_std",
+    "sampled_score_max",
+    "sampled_deaths",
+    "training_episodes",
+    "training_episode_score_mean",
+)
+
+
+def due(iteration: int, every: int, iterations: int) -> bool:
+    """Points before training (iteration 0), every `every` iterations, and at the end."""
+    return every > 0 and (iteration % every == 0 or iteration == iterations)
+
+
+def curve_point(
+    policy, games, cfg, history_turns: int, seed: int, iteration: int, episode_scores: list[int]
+) -> dict:
+    """Play 1 greedy and `cfg.curve.episodes` sampled episodes with the current policy."""
+    curve, trained_temperature = cfg.curve, policy.temperature
+    point = {"iteration": iteration, "env_steps": iteration * cfg.num_envs * cfg.rollout_turns}
+    for decoding in ("greedy", "sample"):
+        generator = torch.Generator().manual_seed(seed) if decoding == "sample" else None
+        policy.temperature = curve.temperature if decoding == "sample" else trained_temperature
+        choose = policy_chooser(
+            policy, policy.tokenizer, generator, cfg.action_mode, cfg.max_candidates, seed
+        )
+        episodes = 1 if decoding == "greedy" else curve.episodes
+        rows = play_episodes("ppo", games, choose, curve.max_steps, history_turns, episodes)
+        m = summarize(rows)
+        if decoding == "greedy":
+            point["greedy_score"] = m["score_mean"]
+        else:
+            point |= {
+                "sampled_score_mean": m["score_mean"],
+                "sampled_score_std": m["score_std"],
+                "sampled_score_max": m["score_max"],
+                "sampled_deaths": m["deaths"],
+            }
+    policy.temperature = trained_temperature
+    point["training_episodes"] = len(episode_scores)
+    point["training_episode_score_mean"] = (
+        statistics.fmean(episode_scores) if episode_scores else ""
+    )
+    return point
+
+
+def write_curve(points: list[dict], path: Path) -> None:
+    """A TSV (dvc plots: x env_steps); only the header when the curve is off."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, delimiter="\t", lineterminator="\n")
+        writer.writeheader()
+        for point in points:
+            writer.writerow({k: _fmt(point[k]) for k in COLUMNS})
+
+
+def _fmt(value) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def read_curve(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def curve_series(points: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """The curve's lines for the plot: x is environment steps."""
+    series = {
+        "evaluation, sampled (mean)": "sampled_score_mean",
+        "evaluation, greedy": "greedy_score",
+        "training episodes (mean final score)": "training_episode_score_mean",
+    }
+    return {
+        label: [(int(p["env_steps"]), float(p[key])) for p in points if p[key] != ""]
+        for label, key in series.items()
+    }
+
+
+def plot_curve(points: list[dict], path: Path, title: str) -> None:
+    curve_chart(curve_series(points), path, title, xlabel="environment steps (PPO turns)")
