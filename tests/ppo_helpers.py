@@ -21,10 +21,13 @@ def toy_prompt() -> str:
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-def tiny_policy(seed: int = 0, pretrain_steps: int = 0) -> Policy:
-    """A tiny Llama + LoRA; untrained, it ranks the toy room's commands near uniformly."""
+def tiny_policy(
+    seed: int = 0, pretrain_steps: int = 0, prompt: str | None = None, commands=ToyRoom.COMMANDS
+) -> Policy:
+    """A tiny Llama + LoRA, its tokenizer trained on `prompt` (default: the toy room's) and
+    `commands`; untrained, it ranks those commands near uniformly."""
     torch.manual_seed(seed)
-    texts = [toy_prompt() + " " + c + "\n" for c in ToyRoom.COMMANDS] * 4
+    texts = [(prompt or toy_prompt()) + " " + c + "\n" for c in commands] * 4
     tokenizer = train_tokenizer(texts, vocab_size=500)
     model = build_tiny_llama(tokenizer, 32, 64, 2, 2, 512)
     stream = [t for text in texts for t in tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]]
