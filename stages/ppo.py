@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> None:
             log_metrics(live, past)
 
         # 2. Iterate: rollout, advantages, update, KL control (trainer.train_iteration).
+        if start == 0 and curve.due(0, cfg.curve.every, cfg.iterations):
+            points.append(learning_curve_point(policy, eval_games, params, 0, []))  # the start
         for iteration in range(start, cfg.iterations):
-            if iteration == 0 and curve.due(0, cfg.curve.every, cfg.iterations):
-                points.append(learning_curve_point(policy, eval_games, params, 0, []))
             started = time.perf_counter()
             metrics, rows, updates = train_iteration(
                 policy,

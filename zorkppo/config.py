@@ -147,9 +147,8 @@ class KlParams(Section):
 
 
 class CurveParams(Section):
-    every: int = Field(
-        0, ge=0
-    )  # evaluation episodes every N iterations (and before, and at the end); 0: off
+    # evaluation episodes every N iterations (and before training, and at the end); 0: off
+    every: int = Field(0, ge=0)
     episodes: int = Field(4, ge=1)  # sampled episodes a point (plus 1 greedy)
     temperature: float = Field(0.7, gt=0)  # of the sampled episodes (the evaluate stage's default)
     max_steps: int = Field(100, ge=1)  # the evaluation protocol's step limit

@@ -40,32 +40,32 @@ def curve_point(
     policy, games, cfg, history_turns: int, seed: int, iteration: int, episode_scores: list[int]
 ) -> dict:
     """Play 1 greedy and `cfg.curve.episodes` sampled episodes with the current policy."""
-    curve, trained_temperature = cfg.curve, policy.temperature
-    point = {"iteration": iteration, "env_steps": iteration * cfg.num_envs * cfg.rollout_turns}
-    for decoding in ("greedy", "sample"):
-        generator = torch.Generator().manual_seed(seed) if decoding == "sample" else None
-        policy.temperature = curve.temperature if decoding == "sample" else trained_temperature
+
+    def play(generator, episodes: int) -> dict:
         choose = policy_chooser(
             policy, policy.tokenizer, generator, cfg.action_mode, cfg.max_candidates, seed
         )
-        episodes = 1 if decoding == "greedy" else curve.episodes
-        rows = play_episodes("ppo", games, choose, curve.max_steps, history_turns, episodes)
-        m = summarize(rows)
-        if decoding == "greedy":
-            point["greedy_score"] = m["score_mean"]
-        else:
-            point |= {
-                "sampled_score_mean": m["score_mean"],
-                "sampled_score_std": m["score_std"],
-                "sampled_score_max": m["score_max"],
-                "sampled_deaths": m["deaths"],
-            }
-    policy.temperature = trained_temperature
-    point["training_episodes"] = len(episode_scores)
-    point["training_episode_score_mean"] = (
-        statistics.fmean(episode_scores) if episode_scores else ""
-    )
-    return point
+        return summarize(
+            play_episodes("ppo", games, choose, cfg.curve.max_steps, history_turns, episodes)
+        )
+
+    greedy = play(None, 1)
+    trained_temperature, policy.temperature = policy.temperature, cfg.curve.temperature
+    try:
+        sampled = play(torch.Generator().manual_seed(seed), cfg.curve.episodes)
+    finally:
+        policy.temperature = trained_temperature
+    return {
+        "iteration": iteration,
+        "env_steps": iteration * cfg.num_envs * cfg.rollout_turns,
+        "greedy_score": greedy["score_mean"],
+        "sampled_score_mean": sampled["score_mean"],
+        "sampled_score_std": sampled["score_std"],
+        "sampled_score_max": sampled["score_max"],
+        "sampled_deaths": sampled["deaths"],
+        "training_episodes": len(episode_scores),
+        "training_episode_score_mean": statistics.fmean(episode_scores) if episode_scores else "",
+    }
 
 
 def write_curve(points: list[dict], path: Path) -> None:

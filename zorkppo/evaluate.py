@@ -173,10 +173,11 @@ def agent_chooser(name: str, seed: int) -> Chooser:
         valid = games.call("valid_actions", only=active)
         commands = []
         for i, state, tracker, actions in zip(active, states, trackers, valid, strict=True):
+            game = _GameInWorker(games, i)
             if i not in agents or tracker.steps == 0:  # a new episode: a fresh agent
                 agents[i] = make_agent(name)
-                agents[i].reset(_GameInWorker(games, i), seed * 1000 + i)
-            commands.append(agents[i].act(_GameInWorker(games, i), state, actions) or "look")
+                agents[i].reset(game, seed * 1000 + i)
+            commands.append(agents[i].act(game, state, actions) or "look")
         return commands
 
     return choose
