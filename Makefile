@@ -10,7 +10,7 @@ ZORK_ROM ?= $(abspath $(firstword $(wildcard ../shared/roms/zork1.z5)))
 export ZORK_ROM
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: repro no-walkthrough test test-slow lint format bench clean
+.PHONY: repro no-walkthrough push pull test test-slow lint format bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 11) else "$(PYTHON) is Python %d.%d, the pinned packages need 3.11+: run make with PYTHON=python3.11 (or newer)" % v)'
@@ -32,6 +32,10 @@ NO_WALKTHROUGH := -S 'sft.sources=[random,explorer]' -S 'sft.imitate=[explorer]'
 no-walkthrough: $(STAMP)
 	$(BIN)/dvc exp run -n no-walkthrough $(NO_WALKTHROUGH)
 	$(BIN)/python -m zorkppo.results_table --snapshot
+
+# Share every pipeline output through the default DVC remote (README, "Sharing artifacts").
+push pull: $(STAMP)
+	@$(BIN)/python -m zorkppo.remote $@
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -1,4 +1,5 @@
-"""Stage `sft`: LoRA warm-start on (prompt, action) pairs; held-out accuracy before and after."""
+"""Stage `sft`: LoRA warm-start on (prompt, action) pairs by TRL's SFTTrainer; held-out accuracy
+before and after."""
 
 from __future__ import annotations
 
@@ -7,17 +8,18 @@ import time
 from dvclive import Live
 
 from zorkppo import paths
+from zorkppo.checkpoint import clear, fingerprint, keep_only_resumable
 from zorkppo.config import params_from_cli
 from zorkppo.errors import UserError, exit_on_user_error
 from zorkppo.io import write_json
 from zorkppo.model import (
-    attach_lora,
     load_causal_lm,
     load_tokenizer,
     resolve_device,
     save_adapter,
     seed_everything,
 )
+from zorkppo.quantize import quantization_config
 from zorkppo.records import TRAJECTORIES, atomic_dir, read_table
 from zorkppo.sft import (
     build_examples,
@@ -56,42 +58,44 @@ def main(argv: list[str] | None = None) -> None:
     heldout = build_examples(df[df.episode_id.isin(heldout_ids)], tokenizer, prompt.history_turns)
     source_of = dict(zip(df.episode_id, df.source, strict=True))
 
-    def score(examples):
+    def score(examples, scored=None):
         return evaluate_actions(
-            model, tokenizer, examples, prompt.max_prompt_tokens, sft.max_new_tokens
+            model if scored is None else scored,
+            tokenizer,
+            examples,
+            prompt.max_prompt_tokens,
+            sft.max_new_tokens,
         )
 
-    # 2. Base model + fresh LoRA; score held-out before training (adapter starts as a no-op).
-    model = load_causal_lm(paths.BASE_MODEL, device, params.model.dtype)
-    model = attach_lora(
-        model, sft.lora.r, sft.lora.alpha, sft.lora.dropout, sft.lora.target_modules
+    # 2. Base model (8/4-bit for QLoRA-style SFT); held-out scores before training.
+    model = load_causal_lm(
+        paths.BASE_MODEL, device, params.model.dtype, quantization_config(sft.load_in_bits)
     )
     before = score(heldout)
 
-    # 3. Train until the imitated commands are learned (greedy exact match 1.0 on them, checked
-    # every sft.check_every epochs) or sft.epochs run out, logging the loss curve with dvclive.
-    # The reports folder is written aside and put in place with the adapter, so an
-    # interrupted run leaves the last run's intact.
+    # 3. SFTTrainer until the imitated commands are learned (greedy exact match 1.0 on them,
+    # checked every sft.check_every epochs) or sft.epochs run out; the loss curve goes to
+    # dvclive. The trainer checkpoints every epoch in SFT_CHECKPOINTS, so a rerun after an
+    # interruption resumes there, if params, data and base model are the same. The reports
+    # folder is written aside and put in place with the adapter.
+    resume_key = fingerprint(
+        params.model_dump(include={"seed", "split", "model", "prompt", "sft"}),
+        paths.BASE_MODEL,
+        (paths.TRAJECTORIES,),
+    )
+    keep_only_resumable(paths.SFT_CHECKPOINTS, resume_key)
     with atomic_dir(paths.SFT_REPORTS) as reports:
         with Live(str(reports), save_dvc_exp=False, dvcyaml=None, report=None) as live:
-
-            def log(step: int, loss: float) -> None:
-                live.log_metric("train/loss", loss, plot=True, timestamp=False)
-                live.next_step()
-
-            updates = train_lora(
+            model, updates = train_lora(
                 model,
                 tokenizer,
                 train,
-                sft.epochs,
-                sft.batch_size,
-                sft.learning_rate,
+                sft,
                 prompt.max_prompt_tokens,
                 params.seed,
-                log,
-                sft.warmup_fraction,
-                sft.check_every,
-                lambda: score(train)["exact_match"] == 1.0,
+                paths.SFT_CHECKPOINTS,
+                lambda model: score(train, model)["exact_match"] == 1.0,
+                live,
             )
         after = score(heldout)
 
@@ -126,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
             "imitated": per_source,
         }
         write_json(metrics, reports / "metrics.json")
+    clear(paths.SFT_CHECKPOINTS)  # done: a rerun starts over
     print(
         f"sft: {len(train)} train / {len(heldout)} held-out examples, {updates} updates in "
         f"{time.perf_counter() - started:.1f} s"

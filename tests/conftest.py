@@ -57,7 +57,7 @@ SKIP_IN_COPY = {".venv", ".git", "data", "models", "reports", ".pytest_cache", "
 
 
 def copy_project(dest: Path) -> Path:
-    """The project's code and pipeline files in a fresh git repo at `dest` (no artifacts)."""
+    """The project's code and pipeline files, committed in a fresh git repo at `dest` (no artifacts)."""
     import subprocess
 
     def ignore(directory, names):
@@ -66,6 +66,10 @@ def copy_project(dest: Path) -> Path:
 
     shutil.copytree(ROOT, dest, ignore=ignore, dirs_exist_ok=True)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    # a first commit, as a clone has: dvclive (in the stages) fails in a repo with none
+    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost"]
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "project"], cwd=dest, check=True)
     return dest
 
 
@@ -93,6 +97,42 @@ TINY_PIPELINE = {
     "prompt": {"history_turns": 2, "max_prompt_tokens": 128},
     "sft": {"epochs": 1, "batch_size": 8, "max_new_tokens": 4},
 }
+
+
+# Every stage on tiny params, for `dvc repro` of the whole pipeline in a test (~1-2 minutes).
+TINY_DVC_PIPELINE = {
+    **TINY_PIPELINE,
+    "sft": {"epochs": 1, "batch_size": 8, "max_new_tokens": 4},
+    "ppo": {
+        "num_envs": 2,
+        "rollout_turns": 2,
+        "iterations": 1,
+        "ppo_epochs": 1,
+        "minibatch_size": 4,
+        "max_new_tokens": 4,
+    },
+    "eval": {"episodes": 1, "max_steps": 3, "max_new_tokens": 4, "agents": ["random", "ppo"]},
+}
+
+
+def deep_merge(params: dict, overrides: dict) -> dict:
+    """`params` with `overrides` written over it, section by section (dvc needs every key)."""
+    merged = dict(params)
+    for key, value in overrides.items():
+        both_dicts = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = deep_merge(merged[key], value) if both_dicts else value
+    return merged
+
+
+def dvc_env(rom_path: Path) -> dict:
+    """`dvc` and its stages run by this interpreter's environment, the ROM from rom_path."""
+    import sys
+
+    return {
+        **os.environ,
+        "ZORK_ROM": str(rom_path),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
 
 
 @pytest.fixture(scope="module")

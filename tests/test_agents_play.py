@@ -8,10 +8,10 @@ import random
 import pytest
 import torch
 
-from zorkppo.config import PpoParams
+from zorkppo.config import LoraParams, PpoParams, SftParams
 from zorkppo.envs import VecGames, zork_factory
 from zorkppo.evaluate import play_episodes, policy_chooser
-from zorkppo.model import attach_lora, load_causal_lm, load_tokenizer
+from zorkppo.model import load_causal_lm, load_tokenizer
 from zorkppo.policy import Policy, ValueHead, policy_with_fresh_adapter
 from zorkppo.ppo import AdaptiveKLController
 from zorkppo.records import TRAJECTORIES, read_table
@@ -32,24 +32,23 @@ def warm_start(tiny_pipeline):
         model = load_causal_lm("models/base", torch.device("cpu"), "float32")
     torch.manual_seed(0)
     walkthrough = build_examples(df[df.source == "walkthrough"], tokenizer, HISTORY)
-    model = attach_lora(model, 16, 64, 0.0, ["q_proj", "k_proj", "v_proj", "o_proj"])
 
-    def exact() -> float:
+    def exact(model) -> float:
         return evaluate_actions(model, tokenizer, walkthrough, MAX_PROMPT, 4)["exact_match"]
 
-    updates = train_lora(
-        model,
-        tokenizer,
-        walkthrough,
+    sft = SftParams(
         epochs=EPOCHS,
         batch_size=8,
         learning_rate=5e-3,
-        max_prompt_tokens=MAX_PROMPT,
-        seed=0,
         check_every=20,
-        learned=lambda: exact() == 1.0,
+        lora=LoraParams(
+            r=16, alpha=64, dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
+        ),
     )
-    return model, tokenizer, walkthrough, updates, exact()
+    model, updates = train_lora(
+        model, tokenizer, walkthrough, sft, MAX_PROMPT, seed=0, learned=lambda m: exact(m) == 1.0
+    )
+    return model, tokenizer, walkthrough, updates, exact(model)
 
 
 def greedy_commands(policy: Policy, rom_path, steps: int) -> list[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import copy_project
+from conftest import TINY_DVC_PIPELINE, copy_project, deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -241,14 +241,9 @@ def test_image_builds_on_debian_and_runs_the_pipeline(tmp_path, rom_path):
     # without a passwd entry: git's "dubious ownership" and DVC's getpass cases.
     project = copy_project(tmp_path / "proj")
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["collect"] = {
-        "episodes": {"walkthrough": 1, "random": 1, "explorer": 1, "human": 0},
-        "max_steps": 5,
-        "workers": 2,
-    }
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    (project / "params.yaml").write_text(yaml.safe_dump(deep_merge(params, TINY_DVC_PIPELINE)))
     sh("git", "add", "-A", cwd=project)
-    sh("git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "init",
+    sh("git", "-c", "user.name=test", "-c", "user.email=test@localhost", "commit", "-qm", "tiny",
        cwd=project)  # fmt: skip
     containers: list[str] = []
 
@@ -269,20 +264,34 @@ def test_image_builds_on_debian_and_runs_the_pipeline(tmp_path, rom_path):
         versions = run("python", "-c", "import jericho, torch, zorkppo; print(torch.__version__)")
         assert versions.stdout.strip().startswith("2.13.0")
         run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_game.py")
-        # The image's default command on the mounted checkout.
-        run("dvc", "repro", "collect")
-        assert (project / "data/trajectories.parquet").is_file()
+        # The image's default command on the mounted checkout: every stage, bitsandbytes
+        # quantization and PPO included, on tiny params.
+        run("dvc", "repro")
+        assert "up to date" in run("dvc", "status").stdout
         # The README's cloud command: an experiment, as `--user "$(id -u):$(id -g)"` runs it.
         # A fresh container, as each `docker run --rm` is: DVC keeps a per-container state
         # database under /var/tmp that the previous uid would own.
-        out = run("dvc", "exp", "run", "collect", "-S", "collect.max_steps=4", user="1234:1234",
+        out = run("dvc", "exp", "run", "-S", "ppo.learning_rate=0.001", user="1234:1234",
                   fresh=True)  # fmt: skip
         assert "Ran experiment" in out.stdout + out.stderr
+        assert "up to date" in run("dvc", "status", user="1234:1234").stdout
     finally:
         for container in containers:
             subprocess.run([*BUILDAH, "rm", container], capture_output=True)
         subprocess.run([*BUILDAH, "rmi", IMAGE], capture_output=True)  # 2.5 GB; the base stays
 
-    assert (project / "data/roms/zork1.z5").is_file()
-    assert yaml.safe_load((project / "params.yaml").read_text())["collect"]["max_steps"] == 4
-    assert "collect" in yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    assert set(lock) == set(yaml.safe_load((project / "dvc.yaml").read_text())["stages"])
+    for stage in lock.values():
+        for out in stage.get("outs", []):
+            assert (project / out["path"]).exists(), out["path"]
+    assert yaml.safe_load((project / "params.yaml").read_text())["ppo"]["learning_rate"] == 0.001
+    metrics = json.loads((project / "reports/eval/metrics.json").read_text())
+    assert "ppo" in metrics["agents"]
+    litter = [  # temp folders and trainer checkpoints of the stages
+        p.name
+        for folder in ("models", "reports")
+        for p in (project / folder).iterdir()
+        if p.name.startswith(".") and p.name not in (".gitkeep", ".gitignore")
+    ]
+    assert not litter, litter

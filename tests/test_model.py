@@ -1,15 +1,17 @@
 """Tiny tokenizer/model, prompt format, label masking, LoRA SFT and adapter round trips."""
 
+import math
+
 import pandas as pd
 import pytest
 import torch
 from peft import PeftModel
 
+from zorkppo.config import LoraParams, SftParams
 from zorkppo.errors import UserError
 from zorkppo.lm import IGNORE, collate, completion_loss, encode_example
 from zorkppo.model import _source as model_source
 from zorkppo.model import (
-    attach_lora,
     build_tiny_llama,
     load_adapter,
     load_causal_lm,
@@ -20,6 +22,7 @@ from zorkppo.model import (
     write_manifest,
 )
 from zorkppo.prompt import Turn, history_for_row, parse_command, render_prompt
+from zorkppo.quantize import quantization_config
 from zorkppo.sft import Example, split_episodes, train_lora
 
 ROOMS = ["Kitchen", "Attic", "Cellar", "Forest", "Clearing", "Gallery"]
@@ -129,26 +132,26 @@ def test_sft_lowers_heldout_loss_and_adapter_reloads(tiny, tmp_path):
     tokenizer, _, path = tiny
     torch.manual_seed(0)
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    model = attach_lora(load_causal_lm(path, torch.device("cpu")), 8, 32, 0.0, targets)
+    base = load_causal_lm(path, torch.device("cpu"))
     train = make_examples(ROOMS * 4, MOVES * 4)
     heldout = make_examples(ROOMS[:3], MOVES[:3])  # same room -> same move; unseen episodes
-    before = heldout_loss(model, tokenizer, heldout)
-    frozen = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
-    train_lora(
-        model,
-        tokenizer,
-        train,
+    before = heldout_loss(base, tokenizer, heldout)
+    frozen = {n: p.clone() for n, p in base.named_parameters()}
+    sft = SftParams(
         epochs=4,
         batch_size=4,
         learning_rate=1e-2,
-        max_prompt_tokens=256,
-        seed=0,
+        lora=LoraParams(r=8, alpha=32, dropout=0.0, target_modules=targets),
     )
+    model, updates = train_lora(base, tokenizer, train, sft, max_prompt_tokens=256, seed=0)
+    assert updates == 4 * math.ceil(len(train) / 4)
     after = heldout_loss(model, tokenizer, heldout)
     assert after < 0.8 * before
-    assert all(
-        torch.equal(p, frozen[n]) for n, p in model.named_parameters() if not p.requires_grad
-    )
+    for name, param in model.named_parameters():  # the base stays frozen, LoRA alone learns
+        base_name = name.removeprefix("base_model.model.").replace(".base_layer", "")
+        assert param.requires_grad == ("lora_" in name)
+        if not param.requires_grad:
+            assert torch.equal(param, frozen[base_name]), name
 
     model.save_pretrained(tmp_path / "adapter")
     reloaded = PeftModel.from_pretrained(
@@ -159,10 +162,38 @@ def test_sft_lowers_heldout_loss_and_adapter_reloads(tiny, tmp_path):
         assert torch.equal(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
 
 
+def test_sft_on_an_8bit_base_trains_lora_and_leaves_the_int8_weights(tiny):
+    """QLoRA-style SFT (sft.load_in_bits=8): the frozen base stays LLM.int8 and LoRA learns."""
+    tokenizer, _, path = tiny
+    torch.manual_seed(0)
+    base = load_causal_lm(path, torch.device("cpu"), quantization=quantization_config(8))
+    train = make_examples(ROOMS * 4, MOVES * 4)
+    heldout = make_examples(ROOMS[:3], MOVES[:3])
+    before = heldout_loss(base, tokenizer, heldout)
+    int8 = {n: p.clone() for n, p in base.named_parameters() if p.dtype == torch.int8}
+    sft = SftParams(
+        epochs=4,
+        batch_size=4,
+        learning_rate=1e-2,
+        load_in_bits=8,
+        gradient_checkpointing=True,
+        lora=LoraParams(r=8, alpha=32, dropout=0.0, target_modules=["q_proj", "v_proj"]),
+    )
+    model, _ = train_lora(base, tokenizer, train, sft, max_prompt_tokens=256, seed=0)
+    assert heldout_loss(model, tokenizer, heldout) < 0.8 * before
+    after = {
+        n.removeprefix("base_model.model.").replace(".base_layer", ""): p
+        for n, p in model.named_parameters()
+    }
+    assert int8 and all(torch.equal(after[n], p) for n, p in int8.items())
+    # TRL keeps a quantized model's LoRA weights in bf16, as the QLoRA paper does
+    assert all(p.dtype == torch.bfloat16 for n, p in after.items() if "lora_" in n)
+
+
 def test_empty_training_set_is_refused(tiny):
     tokenizer, model, _ = tiny
     with pytest.raises(UserError, match="training set is empty"):
-        train_lora(model, tokenizer, [], 1, 1, 1e-3, 16, 0)
+        train_lora(model, tokenizer, [], SftParams(), 16, 0)
 
 
 def test_missing_model_directory_is_a_clear_error(tmp_path):

@@ -2,8 +2,16 @@
 
 import contextlib
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
+import yaml
+from conftest import ROOT
 
 from stages import base, sft
 from zorkppo.errors import UserError
@@ -102,3 +110,49 @@ def test_base_pretrains_only_on_the_training_sources(tiny_pipeline, tmp_path, ca
         pretrain_tokens(["human"])  # no human episodes were collected
     assert exit_info.value.code == 2
     assert "no training episodes from sources ['human']" in capsys.readouterr().err
+
+
+def test_sft_killed_mid_run_resumes_and_ends_identical(tiny_pipeline, tmp_path):
+    """kill -9 of the sft stage after its first epoch checkpoint, then a rerun: it resumes from
+    the trainer's checkpoint and writes the uninterrupted run's adapter, metrics and loss curve,
+    byte for byte, and leaves no temp folder or checkpoint behind."""
+    for artifact in ("data/trajectories.parquet", "models/base"):
+        copy = shutil.copytree if (tiny_pipeline / artifact).is_dir() else shutil.copyfile
+        (tmp_path / artifact).parent.mkdir(parents=True, exist_ok=True)
+        copy(tiny_pipeline / artifact, tmp_path / artifact)
+    params = yaml.safe_load((tiny_pipeline / "params.yaml").read_text())
+    params["sft"].update(epochs=40, batch_size=1, check_every=0)  # 40 epochs of 1-row updates
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    outputs = ("models/sft/adapter_model.safetensors", "reports/sft/metrics.json")
+    curve = "reports/sft/plots/metrics/train/loss.tsv"
+    checkpoints = tmp_path / "models/.sft-checkpoints"
+
+    def run_sft(wait=True):
+        command = [sys.executable, "-m", "stages.sft"]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+        if not wait:
+            return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE)
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    def artifacts():
+        return {name: (tmp_path / name).read_bytes() for name in (*outputs, curve)}
+
+    assert "resuming" not in run_sft()
+    uninterrupted = artifacts()
+    assert not checkpoints.exists()
+    assert len((tmp_path / curve).read_text().splitlines()) > 40  # a row per update
+
+    process = run_sft(wait=False)
+    deadline = time.time() + 120
+    while not list(checkpoints.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert list(checkpoints.glob("checkpoint-*")), "no checkpoint before the kill"
+    assert "sft: resuming from" in run_sft()
+    assert artifacts() == uninterrupted
+    assert not checkpoints.exists()
+    litter = [p.name for folder in ("models", "reports") for p in (tmp_path / folder).iterdir()]
+    assert not [name for name in litter if name.startswith(".")], litter

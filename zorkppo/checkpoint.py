@@ -24,11 +24,22 @@ from zorkppo.records import atomic_dir, atomic_path
 CHECKPOINT = "checkpoint.pt"
 
 
-def fingerprint(params_json: dict, model_dir: Path) -> str:
+def fingerprint(params_json: dict, model_dir: Path, data: tuple[Path, ...] = ()) -> str:
     digest = hashlib.sha256(json.dumps(params_json, sort_keys=True).encode())
-    for file in sorted(Path(model_dir).glob("*.safetensors")):
+    for file in [*sorted(Path(model_dir).glob("*.safetensors")), *map(Path, data)]:
         digest.update(hashlib.md5(file.read_bytes()).hexdigest().encode())
     return digest.hexdigest()
+
+
+def keep_only_resumable(checkpoint_dir: Path, key: str) -> None:
+    """Keep what an interrupted run with fingerprint `key` left in `checkpoint_dir` (the SFT
+    trainer's checkpoints), clear anything else, and mark the folder with `key`."""
+    marker = Path(checkpoint_dir) / "fingerprint"
+    if marker.is_file() and marker.read_text() == key:
+        return
+    clear(checkpoint_dir)
+    marker.parent.mkdir(parents=True)
+    marker.write_text(key)
 
 
 def save(out_dir: Path, policy, state: dict) -> None:

@@ -120,6 +120,12 @@ class SftParams(Section):
     check_every: int = Field(3, ge=0)
     lora: LoraParams = LoraParams()
     max_new_tokens: int = Field(10, ge=1)
+    # for the hub profiles on one GPU: updates of batch_size x N rows, bf16 autocast, layer
+    # activations recomputed in backward, and the frozen base loaded in 8 or 4 bits (QLoRA)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    load_in_bits: Literal[8, 4, "none"] = "none"
 
 
 class QuantizeParams(Section):

@@ -8,6 +8,7 @@ REPORTS = Path("reports")
 COLLECT_REPORT = REPORTS / "collect.json"
 BASE_MODEL = Path("models/base")
 SFT_ADAPTER = Path("models/sft")
+SFT_CHECKPOINTS = Path("models/.sft-checkpoints")  # the trainer's, while a run is unfinished
 BASE_REPORT = REPORTS / "base.json"
 SFT_REPORTS = REPORTS / "sft"
 QUANTIZED_MODEL = Path("models/quantized")

@@ -1,22 +1,29 @@
-"""Supervised warm-start data and loop: trajectories -> (prompt, action) -> LoRA updates.
+"""Supervised warm-start: trajectories -> (prompt, action) -> LoRA updates by TRL's SFTTrainer.
 
-We use a short loop of our own rather than TRL's SFTTrainer: the same `encode_example`
-(prompt labels -100) and `completion_loss` are what PPO and `quantize` score with, the
-loop is bit-for-bit repeatable on CPU, and it is twenty lines to read.
+The rows reach the trainer tokenized by `encode_example`, the same encoding PPO and
+`quantize` score with; the trainer brings the optimizer, schedule, gradient accumulation,
+mixed precision, gradient checkpointing, checkpoints to resume from and multi-GPU.
 """
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
+from datasets import Dataset
+from dvclive import Live
+from peft import LoraConfig, prepare_model_for_kbit_training
+from transformers import PrinterCallback, TrainerCallback
+from transformers.integrations import DVCLiveCallback
+from trl import SFTConfig, SFTTrainer
 
+from zorkppo.config import SftParams
 from zorkppo.errors import UserError
-from zorkppo.lm import collate, completion_loss, encode_example, generate_commands
+from zorkppo.lm import IGNORE, collate, completion_loss, encode_example, generate_commands
 from zorkppo.prompt import history_for_row, render_prompt
 
 
@@ -74,69 +81,145 @@ def episode_transcripts(df: pd.DataFrame) -> list[str]:
     return texts
 
 
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up over `warmup` updates, then cosine decay to 0 at update `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+def sft_dataset(tokenizer, examples: list[Example], max_prompt_tokens: int) -> Dataset:
+    """Pre-tokenized rows for SFTTrainer: our `encode_example` (prompt cut from the left, the
+    command with its leading space and EOS) and a completion mask over the command tokens.
+    TRL skips its own tokenization for rows that carry `input_ids`, and with
+    `completion_only_loss` masks the prompt labels to -100 exactly as `encode_example` does."""
+    encoded = [encode_example(tokenizer, e.prompt, e.action, max_prompt_tokens) for e in examples]
+    return Dataset.from_dict(
+        {
+            "input_ids": [e.input_ids for e in encoded],
+            "completion_mask": [[int(label != IGNORE) for label in e.labels] for e in encoded],
+        }
+    )
+
+
+class LossCurve(DVCLiveCallback):
+    """transformers' DVCLive callback, per-update logs only, as `train/<name>`: the
+    end-of-training summary holds wall times (train_runtime, samples per second) that would make
+    two identical runs differ, and the trainer's arguments are DVC params already."""
+
+    def setup(self, args, state, model):
+        self._initialized = True
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        # resumed: the checkpoint's history first, so the curve is the uninterrupted run's
+        self.setup(args, state, model)
+        for logs in state.log_history:
+            self.on_log(args, state, control, model=model, logs=dict(logs), **kwargs)
+
+    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+        if logs and "train_runtime" not in logs:
+            logs = {f"train_{key}": value for key, value in logs.items() if key != "step"}
+            super().on_log(args, state, control, model=model, logs=logs, **kwargs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        pass  # the stage closes its Live
+
+
+class StopWhenLearned(TrainerCallback):
+    """Every `check_every` epochs ask `learned(model)` (greedy decoding replays every imitated
+    command); stop once it says so. Greedy decoding draws no random numbers, so the check leaves
+    the run's course unchanged."""
+
+    def __init__(self, check_every: int, learned: Callable[[object], bool]):
+        self.check_every, self.learned = check_every, learned
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        epoch = round(state.epoch)
+        if self.check_every and epoch % self.check_every == 0 and epoch < args.num_train_epochs:
+            model.eval()
+            control.should_training_stop = self.learned(model)
+            model.train()
+
+
+def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
+    """The trainer's newest checkpoint that was written to the end (it writes trainer_state.json
+    last); a run killed mid-save leaves a torn one."""
+    done = [
+        path
+        for path in Path(checkpoint_dir).glob("checkpoint-*")
+        if (path / "trainer_state.json").is_file()
+    ]
+    return str(max(done, key=lambda path: int(path.name.split("-")[-1]))) if done else None
 
 
 def train_lora(
     model,
     tokenizer,
     examples: list[Example],
-    epochs: int,
-    batch_size: int,
-    learning_rate: float,
+    sft: SftParams,
     max_prompt_tokens: int,
     seed: int,
-    log: Callable[[int, float], None] = lambda step, loss: None,
-    warmup_fraction: float = 0.05,
-    check_every: int = 0,
-    learned: Callable[[], bool] = lambda: False,
-) -> int:
-    """Minibatch AdamW on the trainable (LoRA) weights, warm-up + cosine learning rate; returns
-    the number of updates. Every `check_every` epochs (0: never) `learned()` is asked whether
-    the model has learned its data; training stops early when it says so."""
+    checkpoint_dir: Path | None = None,
+    learned: Callable[[object], bool] = lambda model: False,
+    live: Live | None = None,
+) -> tuple[object, int]:
+    """LoRA SFT with TRL's SFTTrainer: AdamW, warm-up + cosine learning rate, gradient
+    clipping, completion-only loss; returns the LoRA model and its number of updates.
+
+    With `checkpoint_dir` the trainer saves its full state there every epoch and a rerun resumes
+    from the last one (the caller clears it for a new run); without, nothing is written."""
     if not examples:
         raise UserError(
             "the SFT training set is empty after filtering: check sft.sources and split"
         )
-    encoded = [encode_example(tokenizer, e.prompt, e.action, max_prompt_tokens) for e in examples]
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate)
-    total = epochs * math.ceil(len(encoded) / batch_size)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, total, max(1, round(warmup_fraction * total)))
-    )
-    order = random.Random(seed)
+    if sft.load_in_bits != "none":
+        # QLoRA-style: norms and head in fp32, inputs that carry gradients into the frozen net
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=sft.gradient_checkpointing
+        )
     device = next(model.parameters()).device
-    step = 0
-    model.train()
-    for epoch in range(epochs):
-        indices = list(range(len(encoded)))
-        order.shuffle(indices)
-        for start in range(0, len(indices), batch_size):
-            batch = collate(
-                [encoded[i] for i in indices[start : start + batch_size]], tokenizer.pad_token_id
-            )
-            loss = completion_loss(model, {k: v.to(device) for k, v in batch.items()})
-            optimizer.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            schedule.step()
-            log(step, loss.item())
-            step += 1
-        if check_every and (epoch + 1) % check_every == 0 and epoch + 1 < epochs:
-            model.eval()
-            done = learned()
-            model.train()
-            if done:
-                break
-    model.eval()
-    return step
+    config = SFTConfig(
+        output_dir=str(checkpoint_dir or "unused"),
+        num_train_epochs=sft.epochs,
+        per_device_train_batch_size=sft.batch_size,
+        gradient_accumulation_steps=sft.gradient_accumulation_steps,
+        learning_rate=sft.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=sft.warmup_fraction,  # a fraction of all updates, below 1
+        optim="adamw_torch",
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        bf16=sft.bf16,
+        gradient_checkpointing=sft.gradient_checkpointing,
+        completion_only_loss=True,
+        max_length=None,  # prompts are already cut to max_prompt_tokens, from the left
+        seed=seed,
+        data_seed=seed,
+        use_cpu=device.type == "cpu",
+        logging_steps=1,
+        save_strategy="epoch" if checkpoint_dir else "no",
+        save_total_limit=1,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+    )
+    lora = sft.lora
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=sft_dataset(tokenizer, examples, max_prompt_tokens),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            bias="none",
+            task_type="CAUSAL_LM",
+        ),
+        callbacks=[StopWhenLearned(sft.check_every, learned)]
+        + ([LossCurve(live=live)] if live is not None else []),
+    )
+    trainer.remove_callback(PrinterCallback)  # one dict per update on stdout; dvclive has them
+    resume = last_complete_checkpoint(checkpoint_dir) if checkpoint_dir else None
+    if resume:
+        print(f"sft: resuming from {resume}")
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.model.eval()
+    return trainer.model, trainer.state.global_step
 
 
 @torch.no_grad()
