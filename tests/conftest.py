@@ -56,6 +56,19 @@ def project(tmp_path, rom_path, monkeypatch) -> Project:
 SKIP_IN_COPY = {".venv", ".git", "data", "models", "reports", ".pytest_cache", ".ruff_cache"}
 
 
+GIT = ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost"]  # commits in temp repos
+
+
+def run(command, cwd, env=None, ok=True):
+    """A command's CompletedProcess (text); with `ok`, asserts it succeeded, showing its output."""
+    import subprocess
+
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    if ok:
+        assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
 def copy_project(dest: Path) -> Path:
     """The project's code and pipeline files, committed in a fresh git repo at `dest` (no artifacts)."""
     import subprocess
@@ -67,9 +80,8 @@ def copy_project(dest: Path) -> Path:
     shutil.copytree(ROOT, dest, ignore=ignore, dirs_exist_ok=True)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     # a first commit, as a clone has: dvclive (in the stages) fails in a repo with none
-    git = ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost"]
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "project"], cwd=dest, check=True)
+    subprocess.run([*GIT, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*GIT, "commit", "-qm", "project"], cwd=dest, check=True)
     return dest
 
 

@@ -2,23 +2,15 @@
 params, `dvc queue start`, and both results in `dvc exp show --json`."""
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_DVC_PIPELINE, copy_project, deep_merge, dvc_env
+from conftest import GIT, TINY_DVC_PIPELINE, copy_project, deep_merge, dvc_env, run
 
 DVC = str(Path(sys.executable).with_name("dvc"))
-GIT = ["git", "-c", "user.name=ci", "-c", "user.email=ci@localhost"]
-
-
-def run(command, cwd, env):
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done.stdout
 
 
 def leaf_params(exp: dict) -> dict:
@@ -35,19 +27,21 @@ def test_queued_sweep_runs_both_experiments(tmp_path, rom_path):
     run([*GIT, "add", "-A"], root, env)
     run([*GIT, "commit", "-qm", "baseline"], root, env)
 
-    queued = run([DVC, "exp", "run", "--queue", "-S", "ppo.learning_rate=0.0001,0.001"], root, env)
+    queued = run(
+        [DVC, "exp", "run", "--queue", "-S", "ppo.learning_rate=0.0001,0.001"], root, env
+    ).stdout
     assert queued.count("Queued experiment") == 2, queued  # a grid over the comma
     run([DVC, "queue", "start", "-j", "1"], root, env)
     deadline = time.time() + 900
     while time.time() < deadline:
-        status = run([DVC, "queue", "status"], root, env)
+        status = run([DVC, "queue", "status"], root, env).stdout
         if "Queued" not in status and "Running" not in status:
             break
         time.sleep(5)
     run([DVC, "queue", "stop", "--kill"], root, env)
     assert "Failed" not in status, status
 
-    shown = json.loads(run([DVC, "exp", "show", "--json"], root, env))
+    shown = json.loads(run([DVC, "exp", "show", "--json"], root, env).stdout)
     experiments = [
         rev
         for baseline in shown

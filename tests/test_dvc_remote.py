@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY_DVC_PIPELINE, copy_project, deep_merge, dvc_env
+from conftest import TINY_DVC_PIPELINE, copy_project, deep_merge, dvc_env, run
 
 DVC = str(Path(sys.executable).with_name("dvc"))
 BUCKET = "zork-artifacts"
@@ -69,13 +69,6 @@ def s3_server():
     finally:
         server.kill()
         server.wait()
-
-
-def run(command, cwd, env, ok=True):
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    if ok:
-        assert done.returncode == 0, done.stdout + done.stderr
-    return done
 
 
 def remote(action, cwd, env, ok=True):
