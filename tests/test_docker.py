@@ -251,7 +251,7 @@ def test_image_builds_on_debian_and_runs_the_pipeline(tmp_path, rom_path):
         """`buildah run` in the current container; `fresh`: in a new one, like `docker run`."""
         if fresh or not containers:
             containers.append(sh(*BUILDAH, "from", "--pull=never", IMAGE).stdout.strip())
-        sh("chmod", "-R", "a+rwX", project)  # whichever uid ran before, the next may write
+        sh("chmod", "-R", "a+rwX", project)  # root owns the copy; the container uid writes
         options = ["-v", f"{project}:/app", "-v", f"{rom_path.parent}:/roms:ro"]
         options += ["--env", f"ZORK_ROM=/roms/{rom_path.name}"]
         options += ["--user", user] if user else []
@@ -264,17 +264,18 @@ def test_image_builds_on_debian_and_runs_the_pipeline(tmp_path, rom_path):
         versions = run("python", "-c", "import jericho, torch, zorkppo; print(torch.__version__)")
         assert versions.stdout.strip().startswith("2.13.0")
         run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_game.py")
-        # The image's default command on the mounted checkout: every stage, bitsandbytes
-        # quantization and PPO included, on tiny params.
-        run("dvc", "repro")
-        assert "up to date" in run("dvc", "status").stdout
-        # The README's cloud command: an experiment, as `--user "$(id -u):$(id -g)"` runs it.
-        # A fresh container, as each `docker run --rm` is: DVC keeps a per-container state
-        # database under /var/tmp that the previous uid would own.
-        out = run("dvc", "exp", "run", "-S", "ppo.learning_rate=0.001", user="1234:1234",
-                  fresh=True)  # fmt: skip
+        # The image's default command on the mounted checkout, as the README's cloud command
+        # runs it (`--user "$(id -u):$(id -g)"`, a uid without a passwd entry): every stage,
+        # bitsandbytes quantization and PPO included, on tiny params. One uid throughout, as
+        # on a real host: DVC chmods the outputs it replaces, which only their owner may do.
+        user = "1234:1234"
+        run("dvc", "repro", user=user, fresh=True)
+        assert "up to date" in run("dvc", "status", user=user).stdout
+        # An experiment in a fresh container, as each `docker run --rm` is (DVC keeps a
+        # per-container state database under /var/tmp).
+        out = run("dvc", "exp", "run", "-S", "ppo.learning_rate=0.001", user=user, fresh=True)
         assert "Ran experiment" in out.stdout + out.stderr
-        assert "up to date" in run("dvc", "status", user="1234:1234").stdout
+        assert "up to date" in run("dvc", "status", user=user).stdout
     finally:
         for container in containers:
             subprocess.run([*BUILDAH, "rm", container], capture_output=True)
