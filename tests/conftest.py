@@ -162,3 +162,50 @@ def tiny_pipeline(tmp_path_factory, rom_path):
         for stage in (collect, base, sft):
             stage.main([])
     return root
+
+
+def run_ppo(root, wait=True, launcher=False):
+    """The ppo stage in `root` as a subprocess: `python -m stages.ppo`, or through
+    `zorkppo.launch` (replicas per params.yaml's `processes`). Returns its output, or the
+    running process when not waiting."""
+    import subprocess
+    import sys
+
+    module = ["zorkppo.launch", "stages.ppo"] if launcher else ["stages.ppo"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", *module],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    if not wait:
+        return process
+    out, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, out
+    return out
+
+
+def ppo_outputs(root) -> dict[str, bytes]:
+    """Every file the ppo stage declares in dvc.yaml (all must be bit-identical across runs)."""
+    files = [
+        f
+        for d in ("data/rollouts", "models/ppo", "reports/ppo")
+        for f in sorted((root / d).rglob("*"))
+    ]
+    return {str(f.relative_to(root)): f.read_bytes() for f in files if f.is_file()}
+
+
+def with_quantized_model(root: Project, ppo: dict, **top_level) -> Project:
+    """`root` (a tiny_pipeline) with these ppo params (and top-level keys), quantized."""
+    import contextlib
+
+    from stages import quantize
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params.update(ppo=ppo, **top_level)
+    root.write_params(params)
+    with contextlib.chdir(root):
+        quantize.main([])
+    return root

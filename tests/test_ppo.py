@@ -134,6 +134,7 @@ def test_rollout_records_are_consistent():
         "kl_coef",
         "invalid_command_rate",
         "env_steps_per_s",
+        "update_samples_per_s",
         "score/current",
     ):
         assert key in metrics, key
@@ -194,9 +195,9 @@ def test_kl_for_the_controller_is_per_token_in_generate_mode():
             self.kl, self.options = kl, [[0] * tokens]
 
     samples = [[S(0.3, 3)], [S(0.1, 1)]]
-    assert rollout_kl(samples, action_mode("generate")) == pytest.approx(0.4 / 4)
-    assert rollout_kl(samples, action_mode("constrained")) == pytest.approx(0.4 / 4)
-    assert rollout_kl(samples, action_mode("rank")) == pytest.approx(0.4 / 2)
+    assert rollout_kl(samples, action_mode("generate")) == (pytest.approx(0.4), 4)
+    assert rollout_kl(samples, action_mode("constrained")) == (pytest.approx(0.4), 4)
+    assert rollout_kl(samples, action_mode("rank")) == (pytest.approx(0.4), 2)
 
 
 def test_policy_learns_the_best_command_in_a_toy_room():

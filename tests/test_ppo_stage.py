@@ -2,19 +2,15 @@
 
 import contextlib
 import io
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
-from conftest import ROOT
+from conftest import ppo_outputs, run_ppo, with_quantized_model
 
-from stages import quantize
 from zorkppo.curve import read_curve
 from zorkppo.records import ROLLOUTS, read_table
 
@@ -31,39 +27,10 @@ PPO = {
 
 @pytest.fixture(scope="module")
 def ppo_project(tiny_pipeline):
-    params = yaml.safe_load((tiny_pipeline / "params.yaml").read_text())
-    params["ppo"] = PPO
-    tiny_pipeline.write_params(params)
-    with contextlib.chdir(tiny_pipeline):
-        quantize.main([])
-    return tiny_pipeline
+    return with_quantized_model(tiny_pipeline, PPO)
 
 
-def run_ppo(root, wait=True):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "stages.ppo"],
-        cwd=root,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    if wait:
-        out, _ = process.communicate(timeout=300)
-        assert process.returncode == 0, out
-        return out
-    return process
-
-
-def outputs(root) -> dict[str, bytes]:
-    """Every file the ppo stage declares in dvc.yaml (all must be bit-identical across runs)."""
-    files = [
-        f
-        for d in ("data/rollouts", "models/ppo", "reports/ppo")
-        for f in sorted((root / d).rglob("*"))
-    ]
-    return {str(f.relative_to(root)): f.read_bytes() for f in files if f.is_file()}
+outputs = ppo_outputs
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +72,10 @@ def test_ppo_stage_writes_its_artifacts(ppo_project, first_run):
         ppo_project / "reports/ppo/plots/metrics/env_steps_per_s.tsv"
     ).exists()  # wall-clock: untracked
     timing = (ppo_project / "reports/timing/ppo_env_steps_per_s.tsv").read_text().splitlines()
-    assert timing[0] == "step\tenv_steps_per_s" and len(timing) == 1 + PPO["iterations"]
+    assert (
+        timing[0] == "step\tenv_steps_per_s\tupdate_samples_per_s"
+        and len(timing) == 1 + PPO["iterations"]
+    )
     points = read_curve(ppo_project / "reports/ppo/curve.tsv")
     turns = PPO["num_envs"] * PPO["rollout_turns"]
     assert [(p["iteration"], p["env_steps"]) for p in points] == [

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from zorkppo import ppo
+from zorkppo.distributed import ONE_PROCESS, Replicas
 from zorkppo.model import recompute_layer_activations
 from zorkppo.modes import ActionMode, Sample, action_mode
 from zorkppo.policy import Policy
@@ -31,16 +32,22 @@ class RolloutState:
 
     trackers: list[EpisodeTracker]
     states: list[GameState]
-    episodes_started: int
+    episodes_started: int  # the next episode's number
     finished_scores: list[int] = field(default_factory=list)
+    # With several replicas, replica r plays games r*n .. r*n+n-1 and numbers its later
+    # episodes r, r+R, r+2R, ... past the first round: numbers unique across replicas.
+    first_env: int = 0
+    episode_stride: int = 1
 
 
-def start_rollout(games: VecGames, history_turns: int) -> RolloutState:
+def start_rollout(games: VecGames, history_turns: int, replicas: Replicas = ONE_PROCESS):
     states = games.call("reset")
-    trackers = [EpisodeTracker(history_turns, episode=i) for i in range(games.count)]
+    first = replicas.rank * games.count
+    trackers = [EpisodeTracker(history_turns, episode=first + i) for i in range(games.count)]
     for tracker, state in zip(trackers, states, strict=True):
         tracker.start(state)
-    return RolloutState(trackers, states, games.count)
+    started = games.count * replicas.world + replicas.rank
+    return RolloutState(trackers, states, started, first_env=first, episode_stride=replicas.world)
 
 
 def prompts_for(rollout: RolloutState, tokenizer, only: list[int] | None = None) -> list[str]:
@@ -74,7 +81,7 @@ def play_turns(
             truncated = not state.done and tracker.steps >= cfg.max_steps
             turn_records.append(
                 {
-                    "env": i,
+                    "env": rollout.first_env + i,
                     "episode": tracker.episode,
                     "step": tracker.steps - 1,
                     "command": commands[i],
@@ -104,7 +111,7 @@ def play_turns(
             resets, games.call("reset", only=resets) if resets else [], strict=True
         ):
             rollout.trackers[i].episode = rollout.episodes_started
-            rollout.episodes_started += 1
+            rollout.episodes_started += rollout.episode_stride
             rollout.trackers[i].start(state)
             rollout.states[i] = state
         samples.append(turn)
@@ -146,23 +153,28 @@ def ppo_update(
     update_step,
     total_updates,
     rng,
+    replicas: Replicas = ONE_PROCESS,
 ):
-    """cfg.ppo_epochs passes of clipped-PPO minibatch updates. Returns (stats, updates done)."""
+    """cfg.ppo_epochs passes of clipped-PPO minibatch updates. Returns (stats, updates done).
+
+    With several replicas each takes its share of every minibatch from its own turns, and
+    the gradients are averaged before the step: one global minibatch, as in one process."""
     flat = [s for row in samples for s in row]
     adv = advantages.flatten()
-    adv = ppo.normalize(adv) if cfg.normalize_advantages else adv
+    adv = replicas.normalize(adv) if cfg.normalize_advantages else adv
     ret = returns.flatten()
     old_logprob = torch.tensor([s.logprob for s in flat])
     old_values = torch.tensor([s.value for s in flat])
     params = policy.trainable_parameters()
+    minibatch_size = replicas.split(cfg.minibatch_size, "ppo.minibatch_size")
     stats: dict[str, list[float]] = {}
     updates = 0
     for _epoch in range(cfg.ppo_epochs):
         order = list(range(len(flat)))
         rng.shuffle(order)
         epoch_kl = []
-        for start in range(0, len(order), cfg.minibatch_size):
-            idx = order[start : start + cfg.minibatch_size]
+        for start in range(0, len(order), minibatch_size):
+            idx = order[start : start + minibatch_size]
             clip = ppo.clip_range(
                 update_step + updates, cfg.clip_start, cfg.clip_floor, cfg.clip_horizon
             )
@@ -188,6 +200,7 @@ def ppo_update(
             )
             optimizer.zero_grad()
             loss.backward()
+            replicas.average_gradients(params)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             updates += 1
@@ -205,47 +218,80 @@ def ppo_update(
                 ("entropy_coef", ent_coef),
             ):
                 stats.setdefault(name, []).append(value.item() if torch.is_tensor(value) else value)
-        if sum(epoch_kl) / len(epoch_kl) > cfg.target_kl:
+        if replicas.mean(sum(epoch_kl) / len(epoch_kl)) > cfg.target_kl:
             stats.setdefault("early_stop_epoch", []).append(_epoch)
             break
-    return {k: sum(v) / len(v) for k, v in stats.items()}, updates
+    return {k: replicas.mean(sum(v) / len(v)) for k, v in stats.items()}, updates
 
 
-def rollout_kl(samples: list[list[Sample]], mode: ActionMode) -> float:
-    """The rollout's mean KL to the reference, in the loss's unit (`mode.kl_units`): per
-    command token when generating (the loss's KL is per token), per turn when ranking."""
+def rollout_kl(samples: list[list[Sample]], mode: ActionMode) -> tuple[float, int]:
+    """The rollout's summed KL to the reference and its count in the loss's unit
+    (`mode.kl_units`): command tokens when generating (the loss's KL is per token), turns
+    when ranking. Their ratio is the mean the KL controller reads."""
     flat = [s for row in samples for s in row]
-    return sum(s.kl for s in flat) / max(1, sum(mode.kl_units(s) for s in flat))
+    return sum(s.kl for s in flat), sum(mode.kl_units(s) for s in flat)
+
+
+def turn_rows(records, samples, advantages, returns) -> list[list[dict]]:
+    """The rollouts table's rows, [turn][game]: a record of each game's turn, with its sample."""
+    return [
+        [
+            {
+                **r,
+                "logprob": s.logprob,
+                "ref_logprob": s.ref_logprob,
+                "value": s.value,
+                "advantage": float(advantages[t, i]),
+                "return": float(returns[t, i]),
+            }
+            for i, (r, s) in enumerate(zip(row, srow, strict=True))
+        ]
+        for t, (row, srow) in enumerate(zip(records, samples, strict=True))
+    ]
 
 
 def iteration_metrics(
-    samples, records, advantages, returns, update_stats, rollout, kl_coef, seconds, turns, mode
+    rows, update_stats, current_scores, finished_scores, kl_coef, kl_rollout, seconds
 ):
-    values = torch.tensor([[s.value for s in row] for row in samples])
-    flat = [r for row in records for r in row]
+    """The iteration's metrics from every game's turns (all replicas' rows)."""
+    values = torch.tensor([r["value"] for r in rows])
+    returns = torch.tensor([r["return"] for r in rows])
     metrics = {
-        "score/current": sum(s.score for s in rollout.states) / len(rollout.states),
-        "score/turn_mean": sum(r["game_score"] for r in flat) / len(flat),
+        "score/current": sum(current_scores) / len(current_scores),
+        "score/turn_mean": sum(r["game_score"] for r in rows) / len(rows),
         "return/mean": float(returns.mean()),
-        "reward/mean": sum(r["reward"] for r in flat) / len(flat),
+        "reward/mean": sum(r["reward"] for r in rows) / len(rows),
         "kl_coef": kl_coef,
-        "kl_rollout": rollout_kl(samples, mode),
-        "explained_variance": ppo.explained_variance(values.flatten(), returns.flatten()),
-        "invalid_command_rate": sum(not r["world_changed"] for r in flat) / len(flat),
-        "truncated_episodes": sum(r["truncated"] for r in flat),
-        "env_steps_per_s": turns / seconds,
-        **{f"reward/{t}": sum(r[t] for r in flat) / len(flat) for t in TERMS},
+        "kl_rollout": kl_rollout,
+        "explained_variance": ppo.explained_variance(values, returns),
+        "invalid_command_rate": sum(not r["world_changed"] for r in rows) / len(rows),
+        "truncated_episodes": sum(r["truncated"] for r in rows),
+        "env_steps_per_s": len(rows) / seconds,
+        **{f"reward/{t}": sum(r[t] for r in rows) / len(rows) for t in TERMS},
         **update_stats,
     }
-    if rollout.finished_scores:
-        metrics["score/episode_mean"] = sum(rollout.finished_scores) / len(rollout.finished_scores)
+    if finished_scores:
+        metrics["score/episode_mean"] = sum(finished_scores) / len(finished_scores)
     return metrics
 
 
 def train_iteration(
-    policy, games, rollout, optimizer, controller, cfg, update_step, total_updates, generator, rng
+    policy,
+    games,
+    rollout,
+    optimizer,
+    controller,
+    cfg,
+    update_step,
+    total_updates,
+    generator,
+    rng,
+    replicas: Replicas = ONE_PROCESS,
 ) -> tuple[dict, list[dict], int]:
-    """One PPO iteration, steps 1-5. Returns (metrics, turn records with advantages, updates)."""
+    """One PPO iteration, steps 1-5. Returns (metrics, turn records with advantages, updates).
+
+    With several replicas, the metrics and the rows cover every replica's games (rows in
+    rank order), and are the same on every replica."""
     policy.model.eval()  # dropout off: rollout and update must score actions identically
     mode = action_mode(cfg.action_mode, cfg.max_candidates)
     rollout.finished_scores = []
@@ -259,6 +305,7 @@ def train_iteration(
         records, samples, last_values.cpu(), cfg.gamma, cfg.gae_lambda
     )
     # 3. Update: clipped PPO epochs over shuffled minibatches, early stop past target_kl.
+    update_started = time.perf_counter()
     update_stats, updates = ppo_update(
         policy,
         mode,
@@ -271,33 +318,29 @@ def train_iteration(
         update_step,
         total_updates,
         rng,
+        replicas,
     )
-    # 4. Adaptive KL coefficient from this rollout's measured KL to the reference.
+    update_seconds = time.perf_counter() - update_started
+    # 4. Adaptive KL coefficient from this rollout's measured KL to the reference (all games).
+    kl_sum, kl_units = replicas.sum(list(rollout_kl(samples, mode)))
+    local = (
+        turn_rows(records, samples, advantages, returns),
+        [s.score for s in rollout.states],
+        rollout.finished_scores,
+    )
+    everyone = replicas.gather(local)
+    # turn by turn, and within a turn the games in order: replica 0's, then replica 1's, ...
+    rows = [row for t in range(len(records)) for turns, _, _ in everyone for row in turns[t]]
     metrics = iteration_metrics(
-        samples,
-        records,
-        advantages,
-        returns,
+        rows,
         update_stats,
-        rollout,
+        [score for _, scores, _ in everyone for score in scores],
+        [score for _, _, finished in everyone for score in finished],
         controller.coef,
+        kl_sum / max(1, kl_units),
         seconds,
-        len(samples) * games.count,
-        mode,
     )
+    metrics["update_samples_per_s"] = updates * cfg.minibatch_size / update_seconds  # wall
     controller.update(metrics["kl_rollout"])
-    # 5. Turn-level records for the rollouts table.
-    rows = []
-    for t, (row, srow) in enumerate(zip(records, samples, strict=True)):
-        for i, (r, s) in enumerate(zip(row, srow, strict=True)):
-            rows.append(
-                {
-                    **r,
-                    "logprob": s.logprob,
-                    "ref_logprob": s.ref_logprob,
-                    "value": s.value,
-                    "advantage": float(advantages[t, i]),
-                    "return": float(returns[t, i]),
-                }
-            )
+    # 5. Turn-level records for the rollouts table: returned with the metrics.
     return metrics, rows, updates
