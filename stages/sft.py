@@ -1,15 +1,22 @@
 """Stage `sft`: LoRA warm-start on (prompt, action) pairs by TRL's SFTTrainer; held-out accuracy
-before and after."""
+before and after.
+
+Run through `python -m zorkppo.launch stages.sft`: with `processes` > 1 the trainer runs
+data-parallel (DDP, through Accelerate) over that many replicas, each taking
+`sft.batch_size / processes` rows of every batch; every replica scores, rank 0 writes.
+"""
 
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 from dvclive import Live
 
 from zorkppo import paths
 from zorkppo.checkpoint import clear, fingerprint, keep_only_resumable
 from zorkppo.config import params_from_cli
+from zorkppo.distributed import close_replicas, init_replicas
 from zorkppo.errors import UserError, exit_on_user_error
 from zorkppo.io import write_json
 from zorkppo.model import (
@@ -36,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     sft, prompt = params.sft, params.prompt
     started = time.perf_counter()
     seed_everything(params.seed)
-    device = resolve_device(params.model.device)
+    replicas, device = init_replicas(resolve_device(params.model.device))
+    per_replica_batch = replicas.split(sft.batch_size, "sft.batch_size")
 
     # 1. Rows -> examples, split by episode, training rows filtered by source.
     df = with_command_form(
@@ -79,24 +87,35 @@ def main(argv: list[str] | None = None) -> None:
     # interruption resumes there, if params, data and base model are the same. The reports
     # folder is written aside and put in place with the adapter.
     resume_key = fingerprint(
-        params.model_dump(include={"seed", "split", "model", "prompt", "sft"}),
+        params.model_dump(include={"seed", "processes", "split", "model", "prompt", "sft"}),
         paths.BASE_MODEL,
         (paths.TRAJECTORIES,),
     )
-    keep_only_resumable(paths.SFT_CHECKPOINTS, resume_key)
-    with atomic_dir(paths.SFT_REPORTS) as reports:
-        with Live(str(reports), save_dvc_exp=False, dvcyaml=None, report=None) as live:
+    if replicas.main:
+        keep_only_resumable(paths.SFT_CHECKPOINTS, resume_key)
+    replicas.barrier()
+    # Rank 0 writes the reports; the other replicas train and score alike, and write nothing.
+    with atomic_dir(paths.SFT_REPORTS) if replicas.main else nullcontext() as reports:
+        live = (
+            Live(str(reports), save_dvc_exp=False, dvcyaml=None, report=None) if reports else None
+        )
+        with live or nullcontext():
             model, updates = train_lora(
                 model,
                 tokenizer,
                 train,
-                sft,
+                sft.model_copy(update={"batch_size": per_replica_batch}),
                 prompt.max_prompt_tokens,
                 params.seed,
                 paths.SFT_CHECKPOINTS,
-                lambda model: score(train, model)["exact_match"] == 1.0,
+                # one decision for all replicas: rank 0's (theirs is the same, greedy on
+                # the same weights, but a diverging stop would hang the others)
+                lambda model: replicas.broadcast(score(train, model)["exact_match"] == 1.0),
                 live,
             )
+        digest = replicas.check_identical(
+            [p for p in model.parameters() if p.requires_grad], "LoRA weights"
+        )
         after = score(heldout)
 
         # Per imitated source: does greedy decoding replay its commands, on the training
@@ -117,6 +136,9 @@ def main(argv: list[str] | None = None) -> None:
         }
 
         # 4. Artifacts: the adapter and the held-out metrics.
+        if not replicas.main:
+            close_replicas(replicas)
+            return
         with atomic_dir(paths.SFT_ADAPTER) as out:
             save_adapter(model, out)
         metrics = {
@@ -131,6 +153,9 @@ def main(argv: list[str] | None = None) -> None:
         }
         write_json(metrics, reports / "metrics.json")
     clear(paths.SFT_CHECKPOINTS)  # done: a rerun starts over
+    close_replicas(replicas)
+    if replicas.world > 1:
+        print(f"sft: {replicas.world} replicas end with identical weights (sha256 {digest[:16]})")
     print(
         f"sft: {len(train)} train / {len(heldout)} held-out examples, {updates} updates in "
         f"{time.perf_counter() - started:.1f} s"

@@ -47,7 +47,7 @@ try:
 except RuntimeError as exc:
     differ = str(exc)
 result = {
-    "normalized": replicas.normalize(x).tolist(),
+    "normalized": ppo.normalize(x, moments=replicas.moments(x)).tolist(),
     "expected": ppo.normalize(everything)[mine].tolist(),
     "grad": weight.grad.tolist(),
     "sum": replicas.sum([1.0, float(replicas.rank)]),
@@ -181,3 +181,32 @@ def test_kill_9_of_the_launcher_resumes_to_the_uninterrupted_outputs(two_replica
     for mine, theirs in zip(after["replicas"], before["replicas"], strict=True):
         assert mine["rng"] == theirs["rng"] and torch.equal(mine["generator"], theirs["generator"])
     assert all(torch.equal(after["adapter"][k], before["adapter"][k]) for k in before["adapter"])
+
+
+def test_sft_on_two_replicas_takes_one_process_updates_and_ends_identical(two_replicas):
+    """Last in this module: it rewrites models/sft (the PPO tests above use models/quantized)."""
+    params = yaml.safe_load((two_replicas / "params.yaml").read_text())
+    params["sft"] = {**params["sft"], "epochs": 2, "check_every": 1}  # a stop check at epoch 1
+    runs = {}
+    for processes in (1, 2):
+        params["processes"] = processes
+        two_replicas.write_params(params)
+        out = subprocess.run(
+            [sys.executable, "-m", "zorkppo.launch", "stages.sft"],
+            cwd=two_replicas,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        metrics = json.loads((two_replicas / "reports/sft/metrics.json").read_text())
+        losses = (two_replicas / "reports/sft/plots/metrics/train/loss.tsv").read_text()
+        runs[processes] = (out.stdout, metrics, losses.splitlines())
+    (_, one, one_curve), (two_out, two, two_curve) = runs[1], runs[2]
+    assert "2 replicas end with identical weights" in two_out  # sha256 of LoRA on each
+    # sft.batch_size is the global batch: 2 x batch_size/2 rows make the same updates
+    assert two["updates"] == one["updates"] >= 2 and len(two_curve) == len(one_curve)
+    assert two["after"]["examples"] == one["after"]["examples"]
+    assert (two_replicas / "models/sft/adapter_model.safetensors").is_file()
+    assert not (two_replicas / "models/.sft-checkpoints").exists()

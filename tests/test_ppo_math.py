@@ -74,6 +74,9 @@ def test_normalize() -> None:
     out = ppo.normalize(t(1, 2, 3, 4))
     close(out, [-1.341641, -0.447214, 0.447214, 1.341641])
     close(ppo.normalize(t(7.0)), [0.0])
+    # moments of a larger set (other replicas' values): its mean and std, not x's own
+    close(ppo.normalize(t(1.0, 3.0), moments=(2.0, 0.5, 4)), [-2.0, 2.0])
+    close(ppo.normalize(t(5.0), moments=(5.0, 0.0, 1)), [0.0])
 
 
 def test_clip_schedule() -> None:

@@ -221,8 +221,8 @@ class EvalParams(Section):
 
 class Params(Section):
     seed: int = 0
-    # data-parallel processes per machine for the ppo stage (one per GPU; gloo on a CPU);
-    # 1: one plain process. zorkppo.launch starts them through torchrun.
+    # data-parallel processes per machine for the sft and ppo stages (one per GPU; gloo on a
+    # CPU); 1: one plain process. zorkppo.launch starts them through torchrun.
     processes: int = Field(1, ge=1)
     game: GameParams = GameParams()
     collect: CollectParams = CollectParams()

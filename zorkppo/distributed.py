@@ -55,18 +55,12 @@ class Replicas:
     def mean(self, value: float) -> float:
         return value if self.world == 1 else self.sum([value])[0] / self.world
 
-    def normalize(self, x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-        """ppo.normalize over every replica's values: the global mean and (biased) std."""
-        from zorkppo import ppo
-
-        if self.world == 1:
-            return ppo.normalize(x, eps)
-        total, count = self.sum([float(x.sum()), float(x.numel())])
-        if count <= 1:
-            return torch.zeros_like(x)
-        mean = total / count
+    def moments(self, x: torch.Tensor) -> tuple[float, float, int]:
+        """Mean, (biased) std and count of every replica's values of x together."""
+        total, count = self.sum([float(x.double().sum()), float(x.numel())])
+        mean = total / max(count, 1)
         (squares,) = self.sum([float(((x.double() - mean) ** 2).sum())])
-        return ((x - mean) / ((squares / count) ** 0.5 + eps)).to(x.dtype)
+        return mean, (squares / max(count, 1)) ** 0.5, int(count)
 
     def average_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Mean of each gradient over replicas, in one flat all-reduce (what DDP does)."""

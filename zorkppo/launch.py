@@ -21,7 +21,11 @@ from zorkppo.config import PARAMS_FILE, Params, load_params
 from zorkppo.distributed import Replicas
 from zorkppo.errors import UserError, exit_on_user_error
 
-STAGES = ("stages.ppo",)  # the stages that run data-parallel
+# the stages that run data-parallel, and the counts each replica takes an equal share of
+STAGES = {
+    "stages.sft": ("sft.batch_size",),
+    "stages.ppo": ("ppo.num_envs", "ppo.minibatch_size"),
+}
 
 
 def machines(environ=os.environ) -> int:
@@ -31,11 +35,12 @@ def machines(environ=os.environ) -> int:
     return int(nodes)
 
 
-def check_split(params: Params, world: int) -> None:
+def check_split(params: Params, stage: str, world: int) -> None:
     """Fail here, in one line, rather than in every replica under torchrun's report."""
     replicas = Replicas(world=world)
-    replicas.split(params.ppo.num_envs, "ppo.num_envs")
-    replicas.split(params.ppo.minibatch_size, "ppo.minibatch_size")
+    for name in STAGES[stage]:
+        section, key = name.split(".")
+        replicas.split(getattr(getattr(params, section), key), name)
 
 
 def torchrun_command(stage: str, args: list[str], processes: int, nodes: int) -> list[str]:
@@ -48,7 +53,7 @@ def torchrun_command(stage: str, args: list[str], processes: int, nodes: int) ->
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=STAGES)
+    parser.add_argument("stage", choices=list(STAGES))
     parser.add_argument("--params", default=str(PARAMS_FILE))
     options = parser.parse_args(argv)
     stage_args = ["--params", options.params]
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.argv = [options.stage, *stage_args]
         runpy.run_module(options.stage, run_name="__main__", alter_sys=True)
         return
-    check_split(params, params.processes * nodes)
+    check_split(params, options.stage, params.processes * nodes)
     command = torchrun_command(options.stage, stage_args, params.processes, nodes)
     sys.stdout.flush()
     os.execv(command[0], command)

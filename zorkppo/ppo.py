@@ -46,11 +46,13 @@ def gae(
     return advantages, advantages + values
 
 
-def normalize(x: Tensor, eps: float = 1e-8) -> Tensor:
-    """Zero-mean, unit-std; a single sample has no spread, so it carries no signal."""
-    if x.numel() <= 1:
+def normalize(x: Tensor, eps: float = 1e-8, moments: tuple | None = None) -> Tensor:
+    """Zero-mean, unit-std; a single sample has no spread, so it carries no signal.
+    `moments`: (mean, std, count) of a larger set x belongs to (every replica's values)."""
+    mean, std, count = moments or (x.mean(), x.std(unbiased=False), x.numel())
+    if count <= 1:
         return torch.zeros_like(x)
-    return (x - x.mean()) / (x.std(unbiased=False) + eps)
+    return (x - mean) / (std + eps)
 
 
 def _linear_decay(step: float, start: float, horizon: float, floor: float) -> float:

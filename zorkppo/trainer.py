@@ -161,7 +161,8 @@ def ppo_update(
     the gradients are averaged before the step: one global minibatch, as in one process."""
     flat = [s for row in samples for s in row]
     adv = advantages.flatten()
-    adv = replicas.normalize(adv) if cfg.normalize_advantages else adv
+    if cfg.normalize_advantages:  # over every replica's turns
+        adv = ppo.normalize(adv, moments=replicas.moments(adv) if replicas.world > 1 else None)
     ret = returns.flatten()
     old_logprob = torch.tensor([s.logprob for s in flat])
     old_values = torch.tensor([s.value for s in flat])
