@@ -61,10 +61,20 @@ close_replicas(replicas)
 """
 
 
-def torchrun(*args, cwd, **kwargs):
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", *args]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
+def python_module(*args, cwd, timeout=600) -> subprocess.CompletedProcess:
+    """`python -m ARGS` in `cwd`, importing this checkout's code; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def torchrun(*args, cwd, timeout=600):
+    return python_module("torch.distributed.run", "--standalone", *args, cwd=cwd, timeout=timeout)
 
 
 def test_replicas_reduce_like_one_process(tmp_path):
@@ -90,13 +100,7 @@ def test_launcher_rejects_an_uneven_split_in_one_line(tiny_pipeline, tmp_path):
     params = yaml.safe_load((tiny_pipeline / "params.yaml").read_text())
     params.update(processes=3, ppo={**PPO, "num_envs": 4})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    out = subprocess.run(
-        [sys.executable, "-m", "zorkppo.launch", "stages.ppo"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-    )
+    out = python_module("zorkppo.launch", "stages.ppo", cwd=tmp_path)
     assert out.returncode == 2 and out.stdout == ""
     assert out.stderr == (
         "error: ppo.num_envs is 4: it must split evenly over 3 processes "
@@ -191,14 +195,7 @@ def test_sft_on_two_replicas_takes_one_process_updates_and_ends_identical(two_re
     for processes in (1, 2):
         params["processes"] = processes
         two_replicas.write_params(params)
-        out = subprocess.run(
-            [sys.executable, "-m", "zorkppo.launch", "stages.sft"],
-            cwd=two_replicas,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        out = python_module("zorkppo.launch", "stages.sft", cwd=two_replicas)
         assert out.returncode == 0, out.stdout + out.stderr
         metrics = json.loads((two_replicas / "reports/sft/metrics.json").read_text())
         losses = (two_replicas / "reports/sft/plots/metrics/train/loss.tsv").read_text()
