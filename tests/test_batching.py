@@ -36,6 +36,20 @@ def test_auto_budget_is_small_on_cpu_and_explicit_values_are_kept():
     assert Policy(*parts, max_batch_tokens=2048).max_batch_tokens == 2048
 
 
+def test_auto_budget_is_one_batch_for_an_8bit_model_on_cpu(tmp_path):
+    # bitsandbytes' int8 matmul costs much per call on CPU: fewer, wider forwards win there
+    from zorkppo.model import load_causal_lm
+    from zorkppo.quantize import quantization_config
+
+    policy = tiny_policy()
+    policy.model.merge_and_unload().save_pretrained(tmp_path)
+    model = load_causal_lm(tmp_path, torch.device("cpu"), quantization=quantization_config(8))
+    assert model.is_loaded_in_8bit
+    parts = (model, policy.tokenizer, policy.value_head, 256)
+    assert Policy(*parts).max_batch_tokens == 0
+    assert Policy(*parts, max_batch_tokens=512).max_batch_tokens == 512
+
+
 @pytest.fixture(scope="module")
 def policies():
     """The same tiny policy twice: one batch of everything, and at most ~1 prompt per forward."""

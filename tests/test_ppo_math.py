@@ -77,6 +77,10 @@ def test_normalize() -> None:
     # moments of a larger set (other replicas' values): its mean and std, not x's own
     close(ppo.normalize(t(1.0, 3.0), moments=(2.0, 0.5, 4)), [-2.0, 2.0])
     close(ppo.normalize(t(5.0), moments=(5.0, 0.0, 1)), [0.0])
+    # not centred: [0, 0, 2, 4] / std 1.6583124 (mean 1.5, var (2.25+2.25+0.25+6.25)/4 = 2.75);
+    # the zero-advantage turns stay at 0 instead of being pushed down to -0.904534
+    close(ppo.normalize(t(0, 0, 2, 4), center=False), [0.0, 0.0, 1.206045, 2.412091])
+    close(ppo.normalize(t(1.0, 3.0), moments=(2.0, 0.5, 4), center=False), [2.0, 6.0])
 
 
 def test_clip_schedule() -> None:

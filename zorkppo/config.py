@@ -176,6 +176,7 @@ class PpoParams(Section):
     gamma: float = Field(0.99, ge=0, le=1)
     gae_lambda: float = Field(0.95, ge=0, le=1)
     normalize_advantages: bool = True
+    center_advantages: bool = True
     clip_start: float = Field(0.2, gt=0)  # clip = max(floor, start * (1 - update / horizon))
     clip_floor: float = Field(0.1, gt=0)
     clip_horizon: float = Field(1e5, gt=0)

@@ -46,13 +46,16 @@ def gae(
     return advantages, advantages + values
 
 
-def normalize(x: Tensor, eps: float = 1e-8, moments: tuple | None = None) -> Tensor:
+def normalize(
+    x: Tensor, eps: float = 1e-8, moments: tuple | None = None, center: bool = True
+) -> Tensor:
     """Zero-mean, unit-std; a single sample has no spread, so it carries no signal.
-    `moments`: (mean, std, count) of a larger set x belongs to (every replica's values)."""
+    `moments`: (mean, std, count) of a larger set x belongs to (every replica's values).
+    center False: only divided by the std, so a zero stays zero (no signal stays no signal)."""
     mean, std, count = moments or (x.mean(), x.std(unbiased=False), x.numel())
     if count <= 1:
         return torch.zeros_like(x)
-    return (x - mean) / (std + eps)
+    return ((x - mean) if center else x) / (std + eps)
 
 
 def _linear_decay(step: float, start: float, horizon: float, floor: float) -> float:

@@ -195,6 +195,10 @@ def train_lora(
         report_to="none",
         disable_tqdm=True,
         dataloader_pin_memory=False,
+        # Batches of similar prompt lengths: random batches of the walkthrough rows pad to
+        # 28.9k tokens an epoch, length-grouped ones to 20.4k (18.8k real); the default
+        # stage ran 191.6 s -> 155.1 s with the same 156 updates and the same replay.
+        train_sampling_strategy="group_by_length",
     )
     lora = sft.lora
     trainer = SFTTrainer(

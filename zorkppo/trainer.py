@@ -162,7 +162,8 @@ def ppo_update(
     flat = [s for row in samples for s in row]
     adv = advantages.flatten()
     if cfg.normalize_advantages:  # over every replica's turns
-        adv = ppo.normalize(adv, moments=replicas.moments(adv) if replicas.world > 1 else None)
+        moments = replicas.moments(adv) if replicas.world > 1 else None
+        adv = ppo.normalize(adv, moments=moments, center=cfg.center_advantages)
     ret = returns.flatten()
     old_logprob = torch.tensor([s.logprob for s in flat])
     old_values = torch.tensor([s.value for s in flat])
