@@ -80,10 +80,8 @@ class Policy:
         self.temperature, self.js_top_k = temperature, js_top_k
         self.device = next(model.parameters()).device
         if max_batch_tokens == "auto":
-            per_call_cost = getattr(model, "is_loaded_in_8bit", False)
-            max_batch_tokens = (
-                CPU_BATCH_TOKENS if self.device.type == "cpu" and not per_call_cost else 0
-            )
+            in_8bit = getattr(model, "is_loaded_in_8bit", False)
+            max_batch_tokens = CPU_BATCH_TOKENS if self.device.type == "cpu" and not in_8bit else 0
         self.max_batch_tokens = int(max_batch_tokens)
         vocab = len(tokenizer)
         texts = tokenizer.batch_decode([[i] for i in range(vocab)])
