@@ -7,6 +7,7 @@ import time
 from zorkppo import paths
 from zorkppo.config import params_from_cli
 from zorkppo.errors import UserError, exit_on_user_error
+from zorkppo.examples import episode_transcripts, split_episodes
 from zorkppo.io import write_json
 from zorkppo.model import (
     build_tiny_model,
@@ -18,7 +19,6 @@ from zorkppo.model import (
     write_manifest,
 )
 from zorkppo.records import TRAJECTORIES, atomic_dir, read_table
-from zorkppo.sft import episode_transcripts, split_episodes
 
 
 @exit_on_user_error

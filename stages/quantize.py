@@ -9,6 +9,7 @@ from pathlib import Path
 from zorkppo import paths
 from zorkppo.config import params_from_cli
 from zorkppo.errors import exit_on_user_error
+from zorkppo.examples import build_examples, evaluate_actions, split_episodes
 from zorkppo.io import write_json
 from zorkppo.model import load_causal_lm, load_tokenizer, resolve_device, seed_everything
 from zorkppo.quantize import (
@@ -19,7 +20,6 @@ from zorkppo.quantize import (
     quantized_linear_count,
 )
 from zorkppo.records import TRAJECTORIES, atomic_dir, read_table
-from zorkppo.sft import build_examples, evaluate_actions, split_episodes
 
 PROBE_PROMPTS = 8  # fixed held-out prompts whose logits are compared before/after
 

@@ -18,6 +18,7 @@ from zorkppo.checkpoint import clear, fingerprint, keep_only_resumable
 from zorkppo.config import params_from_cli
 from zorkppo.distributed import close_replicas, init_replicas
 from zorkppo.errors import UserError, exit_on_user_error
+from zorkppo.examples import build_examples, evaluate_actions, split_episodes, with_command_form
 from zorkppo.io import write_json
 from zorkppo.model import (
     load_causal_lm,
@@ -28,13 +29,7 @@ from zorkppo.model import (
 )
 from zorkppo.quantize import quantization_config
 from zorkppo.records import TRAJECTORIES, atomic_dir, read_table
-from zorkppo.sft import (
-    build_examples,
-    evaluate_actions,
-    split_episodes,
-    train_lora,
-    with_command_form,
-)
+from zorkppo.sft import train_lora
 
 
 @exit_on_user_error

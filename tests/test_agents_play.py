@@ -11,11 +11,12 @@ import torch
 from zorkppo.config import LoraParams, PpoParams, SftParams
 from zorkppo.envs import VecGames, zork_factory
 from zorkppo.evaluate import play_episodes, policy_chooser
+from zorkppo.examples import build_examples, evaluate_actions
 from zorkppo.model import load_causal_lm, load_tokenizer
 from zorkppo.policy import Policy, ValueHead, policy_with_fresh_adapter
 from zorkppo.ppo import AdaptiveKLController
 from zorkppo.records import TRAJECTORIES, read_table
-from zorkppo.sft import build_examples, evaluate_actions, train_lora
+from zorkppo.sft import train_lora
 from zorkppo.trainer import start_rollout, train_iteration
 
 HISTORY, MAX_PROMPT = 2, 128  # as TINY_PIPELINE's prompt params

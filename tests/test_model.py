@@ -9,6 +9,7 @@ from peft import PeftModel
 
 from zorkppo.config import LoraParams, SftParams
 from zorkppo.errors import UserError
+from zorkppo.examples import Example, split_episodes
 from zorkppo.lm import IGNORE, collate, completion_loss, encode_example
 from zorkppo.model import _source as model_source
 from zorkppo.model import (
@@ -23,7 +24,7 @@ from zorkppo.model import (
 )
 from zorkppo.prompt import Turn, history_for_row, parse_command, render_prompt
 from zorkppo.quantize import quantization_config
-from zorkppo.sft import Example, split_episodes, train_lora
+from zorkppo.sft import train_lora
 
 ROOMS = ["Kitchen", "Attic", "Cellar", "Forest", "Clearing", "Gallery"]
 MOVES = ["north", "south", "east", "west", "up", "down"]
@@ -269,7 +270,7 @@ def one_episode(actions: list[str], valid_forms: list[str], valid_actions: list[
 
 
 def test_trajectory_examples_use_the_episode_history():
-    from zorkppo.sft import build_examples, episode_transcripts
+    from zorkppo.examples import build_examples, episode_transcripts
 
     df = one_episode(["North", "South"], ["north", "south"], ["north", "south"])
     examples = build_examples(df, None, history_turns=3)
@@ -279,7 +280,7 @@ def test_trajectory_examples_use_the_episode_history():
 
 
 def test_command_form_valid_replaces_played_commands_where_a_valid_form_exists():
-    from zorkppo.sft import build_examples, with_command_form
+    from zorkppo.examples import build_examples, with_command_form
 
     df = one_episode(
         ["N", "Get egg", "xyzzy"],

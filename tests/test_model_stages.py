@@ -85,7 +85,7 @@ def test_base_pretrains_only_on_the_training_sources(tiny_pipeline, tmp_path, ca
     import yaml
     from conftest import TINY_PIPELINE
 
-    from zorkppo.sft import split_episodes
+    from zorkppo.examples import split_episodes
 
     (tmp_path / "data").mkdir()
     shutil.copyfile(

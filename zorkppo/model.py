@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 import torch.utils.checkpoint
-from peft import LoraConfig, get_peft_model
 from safetensors import SafetensorError
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -253,6 +252,8 @@ def save_adapter(model, out_dir: str | Path) -> None:
 
 
 def attach_lora(model, r: int, alpha: int, dropout: float, target_modules: list[str]):
+    from peft import LoraConfig, get_peft_model  # not at import: `base` never needs peft (~5 s)
+
     config = LoraConfig(
         r=r,
         lora_alpha=alpha,

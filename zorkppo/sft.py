@@ -1,19 +1,15 @@
 """Supervised warm-start: trajectories -> (prompt, action) -> LoRA updates by TRL's SFTTrainer.
 
-The rows reach the trainer tokenized by `encode_example`, the same encoding PPO and
+The examples come from `zorkppo.examples`; the rows reach the trainer tokenized by `encode_example`, the same encoding PPO and
 `quantize` score with; the trainer brings the optimizer, schedule, gradient accumulation,
 mixed precision, gradient checkpointing, checkpoints to resume from and multi-GPU.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-import torch
 from datasets import Dataset
 from dvclive import Live
 from peft import LoraConfig, prepare_model_for_kbit_training
@@ -23,62 +19,8 @@ from trl import SFTConfig, SFTTrainer
 
 from zorkppo.config import SftParams
 from zorkppo.errors import UserError
-from zorkppo.lm import IGNORE, collate, completion_loss, encode_example, generate_commands
-from zorkppo.prompt import history_for_row, render_prompt
-
-
-@dataclass(frozen=True)
-class Example:
-    episode_id: str
-    prompt: str
-    action: str
-    valid_actions: tuple[str, ...]
-
-
-def with_command_form(df, form: str):
-    """Trajectory rows with each command as played, or (form "valid") in its valid-action
-    form where one does the same; SFT's targets and the prompts' history use it alike."""
-    if form == "played":
-        return df
-    return df.assign(action=df.valid_action.where(df.valid_action != "", df.action))
-
-
-def split_episodes(episode_ids, heldout_fraction: float, seed: int) -> tuple[set[str], set[str]]:
-    """Held-out episodes (at least one, never all) chosen by a seeded shuffle."""
-    ids = sorted(set(episode_ids))
-    if len(ids) < 2:
-        raise UserError(
-            f"need at least 2 episodes to hold one out, got {len(ids)}: raise collect.episodes"
-        )
-    random.Random(seed).shuffle(ids)
-    n_heldout = min(len(ids) - 1, max(1, round(heldout_fraction * len(ids))))
-    return set(ids[n_heldout:]), set(ids[:n_heldout])
-
-
-def build_examples(df: pd.DataFrame, tokenizer, history_turns: int) -> list[Example]:
-    examples = []
-    for episode_id, episode in df.groupby("episode_id", sort=True):
-        rows = episode.sort_values("step").to_dict("records")
-        for index, row in enumerate(rows):
-            history = history_for_row(rows, index, history_turns)
-            prompt = render_prompt(row["description"], row["inventory"], history, tokenizer)
-            examples.append(
-                Example(episode_id, prompt, row["action"].lower(), tuple(row["valid_actions"]))
-            )
-    return examples
-
-
-def episode_transcripts(df: pd.DataFrame) -> list[str]:
-    """Plain game transcripts (opening text, then `> command` and reply), for pretraining."""
-    texts = []
-    for _, episode in df.groupby("episode_id", sort=True):
-        rows = episode.sort_values("step").to_dict("records")
-        parts = [rows[0]["observation"]]
-        for i, row in enumerate(rows):
-            reply = rows[i + 1]["observation"] if i + 1 < len(rows) else ""
-            parts.append(f"> {row['action'].lower()}\n{reply}")
-        texts.append("\n".join(parts))
-    return texts
+from zorkppo.examples import Example
+from zorkppo.lm import IGNORE, encode_example
 
 
 def sft_dataset(tokenizer, examples: list[Example], max_prompt_tokens: int) -> Dataset:
@@ -224,46 +166,3 @@ def train_lora(
     trainer.train(resume_from_checkpoint=resume)
     trainer.model.eval()
     return trainer.model, trainer.state.global_step
-
-
-@torch.no_grad()
-def evaluate_actions(
-    model,
-    tokenizer,
-    examples: list[Example],
-    max_prompt_tokens: int,
-    max_new_tokens: int,
-    batch_size: int = 16,
-) -> dict[str, float]:
-    """Held-out action loss, greedy exact-match accuracy and valid-command rate."""
-    model.eval()
-    device = next(model.parameters()).device
-    losses, weights, exact, valid = [], [], 0, 0
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        batch = collate(
-            [encode_example(tokenizer, e.prompt, e.action, max_prompt_tokens) for e in chunk],
-            tokenizer.pad_token_id,
-        )
-        n_tokens = int((batch["labels"][:, 1:] != -100).sum())
-        losses.append(
-            completion_loss(model, {k: v.to(device) for k, v in batch.items()}).item() * n_tokens
-        )
-        weights.append(n_tokens)
-        commands = generate_commands(
-            model,
-            tokenizer,
-            [e.prompt for e in chunk],
-            max_new_tokens,
-            max_prompt_tokens=max_prompt_tokens,
-        )
-        for command, e in zip(commands, chunk, strict=True):
-            exact += command == e.action
-            valid += command in {a.lower() for a in e.valid_actions}
-    n = max(len(examples), 1)
-    return {
-        "action_loss": sum(losses) / max(sum(weights), 1),
-        "exact_match": exact / n,
-        "valid_command_rate": valid / n,
-        "examples": len(examples),
-    }
