@@ -1,8 +1,9 @@
 """Supervised warm-start: trajectories -> (prompt, action) -> LoRA updates by TRL's SFTTrainer.
 
-The examples come from `zorkppo.examples`; the rows reach the trainer tokenized by `encode_example`, the same encoding PPO and
-`quantize` score with; the trainer brings the optimizer, schedule, gradient accumulation,
-mixed precision, gradient checkpointing, checkpoints to resume from and multi-GPU.
+The examples come from `zorkppo.examples`. The rows reach the trainer tokenized by
+`encode_example`, the same encoding PPO and `quantize` score with; the trainer brings the
+optimizer, schedule, gradient accumulation, mixed precision, gradient checkpointing,
+checkpoints to resume from and multi-GPU.
 """
 
 from __future__ import annotations
