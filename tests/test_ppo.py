@@ -140,6 +140,21 @@ def test_rollout_records_are_consistent():
         assert key in metrics, key
 
 
+def test_games_baseline_judges_each_turn_against_the_other_games():
+    """ppo.baseline games: a row's advantage is its return minus the mean return of the
+    other games at the same turn, so each turn's advantages sum to zero."""
+    cfg = ppo_settings(num_envs=3, rollout_turns=4, ppo_epochs=1, baseline="games")
+    ((_, rows),) = run_iterations(tiny_policy(), cfg, 1)
+    for t in range(4):
+        turn = rows[3 * t : 3 * t + 3]  # rows go turn by turn, the games in order within one
+        total = sum(r["return"] for r in turn)
+        for r in turn:
+            assert r["advantage"] == pytest.approx(
+                r["return"] - (total - r["return"]) / 2, abs=1e-5
+            )
+        assert sum(r["advantage"] for r in turn) == pytest.approx(0.0, abs=1e-5)
+
+
 def test_gae_runs_down_each_game_separately():
     class S:
         def __init__(self, value):

@@ -83,6 +83,22 @@ def test_normalize() -> None:
     close(ppo.normalize(t(1.0, 3.0), moments=(2.0, 0.5, 4), center=False), [2.0, 6.0])
 
 
+def test_leave_one_out_advantages() -> None:
+    # Turn 0: returns 3, 0, 0 -> baselines (0+0)/2 = 0, (3+0)/2 = 1.5, 1.5 -> A = 3, -1.5, -1.5.
+    # Turn 1: every game 2 -> baseline 2 -> A = 0 (no game did better than the others).
+    returns = torch.tensor([[3.0, 0.0, 0.0], [2.0, 2.0, 2.0]], dtype=torch.float64)
+    close(ppo.leave_one_out_advantages(returns), [[3.0, -1.5, -1.5], [0.0, 0.0, 0.0]])
+    # Totals over a larger set (another replica holds games with returns 6 and 0 at turn 0,
+    # 2 and 2 at turn 1): turn 0 sums 9 over 5 games -> game 0: 3 - (9 - 3)/4 = 1.5.
+    totals = torch.tensor([[9.0], [10.0]], dtype=torch.float64)
+    close(
+        ppo.leave_one_out_advantages(returns, totals, 5),
+        [[1.5, -2.25, -2.25], [0.0, 0.0, 0.0]],
+    )
+    # One game alone has no other to compare with: no signal.
+    close(ppo.leave_one_out_advantages(returns[:, :1]), [[0.0], [0.0]])
+
+
 def test_clip_schedule() -> None:
     # max(0.1, 0.2 * (1 - s/1e5)): 0.2, 0.1, max(0.1, 0) and max(0.1, -0.2)
     assert ppo.clip_range(0) == pytest.approx(0.2)

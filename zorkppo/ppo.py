@@ -46,6 +46,20 @@ def gae(
     return advantages, advantages + values
 
 
+def leave_one_out_advantages(returns: Tensor, totals: Tensor | None = None, count=None) -> Tensor:
+    """returns [T, N]: turn t of N games played in lockstep from the same start. Each turn's
+    advantage is its return minus the mean return of the *other* games at the same turn
+    (RLOO's baseline): a game that scores where the others do not is pushed up, the others
+    down, and a turn where every game earns the same carries no signal. The baseline does
+    not depend on the game's own actions, so the gradient stays unbiased without a critic.
+    `totals` [T, 1] and `count`: the per-turn sums over a larger set of games (every replica's)."""
+    totals = returns.sum(1, keepdim=True) if totals is None else totals
+    count = returns.shape[1] if count is None else count
+    if count <= 1:
+        return torch.zeros_like(returns)
+    return returns - (totals - returns) / (count - 1)
+
+
 def normalize(
     x: Tensor, eps: float = 1e-8, moments: tuple | None = None, center: bool = True
 ) -> Tensor:

@@ -301,11 +301,17 @@ def train_iteration(
     started = time.perf_counter()
     samples, records = play_turns(policy, mode, games, rollout, cfg, generator, rng)
     seconds = time.perf_counter() - started
-    # 2. Advantages: GAE per game, bootstrapped from the value of where each game stands now.
+    # 2. Advantages: GAE per game, bootstrapped from the value of where each game stands now
+    #    (or, ppo.baseline games, each return against the other games' at the same turn).
     last_values = policy.values(policy.encode_prompts(prompts_for(rollout, policy.tokenizer)))
     advantages, returns = advantages_per_game(
         records, samples, last_values.cpu(), cfg.gamma, cfg.gae_lambda
     )
+    if cfg.baseline == "games":  # against the other games at the same turn, every replica's
+        *totals, count = replicas.sum(returns.sum(1).tolist() + [returns.shape[1]])
+        advantages = ppo.leave_one_out_advantages(
+            returns, torch.tensor(totals, dtype=returns.dtype)[:, None], int(count)
+        )
     # 3. Update: clipped PPO epochs over shuffled minibatches, early stop past target_kl.
     update_started = time.perf_counter()
     update_stats, updates = ppo_update(
