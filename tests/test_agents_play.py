@@ -4,11 +4,12 @@ PPO run on Zork I from that warm start does not make it play worse."""
 import contextlib
 import copy
 import random
+from pathlib import Path
 
 import pytest
 import torch
 
-from zorkppo.config import LoraParams, PpoParams, SftParams
+from zorkppo.config import LoraParams, SftParams, load_params
 from zorkppo.envs import VecGames, zork_factory
 from zorkppo.evaluate import play_episodes, policy_chooser
 from zorkppo.examples import build_examples, evaluate_actions
@@ -84,7 +85,9 @@ def test_ppo_on_zork_keeps_what_the_warm_start_plays(warm_start, rom_path):
     sft_model, tokenizer, walkthrough, _, _ = warm_start
     # SFT merged into a copy (the quantize stage with bits none); the fixture's model stays
     merged = copy.deepcopy(sft_model).merge_and_unload()
-    cfg = PpoParams(num_envs=2, rollout_turns=4, iterations=4, max_steps=len(walkthrough))
+    shipped = load_params(Path(__file__).parents[1] / "params.yaml").ppo
+    size = {"num_envs": 2, "rollout_turns": 4, "iterations": 4, "max_steps": len(walkthrough)}
+    cfg = shipped.model_copy(update=size)
     torch.manual_seed(0)
     policy = policy_with_fresh_adapter(merged, tokenizer, cfg, MAX_PROMPT)
     before = walkthrough_logprob(policy, walkthrough)
