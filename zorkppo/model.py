@@ -213,7 +213,24 @@ def load_causal_lm(
         model = AutoModelForCausalLM.from_pretrained(source, dtype=DTYPES[dtype], **kwargs)
     if quantization is None:
         model = model.to(device)
+    _keep_narrow_4bit_layers_unpacked(model)
     return model
+
+
+# bitsandbytes' 4-bit CPU kernel for AVX512-bf16 machines repacks a layer's weights on its first
+# inference forward, in tiles of this many output rows and of one quantization block of inputs.
+_CPU_PACK_ROWS = 32
+
+
+def _keep_narrow_4bit_layers_unpacked(model) -> None:
+    """A 4-bit layer too narrow for that repacking (fewer inputs than one quantization block,
+    as in a 32-wide test model) crashes it (`shape '[32, 0]' is invalid`): such a layer keeps
+    bitsandbytes' generic 4-bit kernel. Layers of real models (multiples of 64) are untouched."""
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        packs = getattr(module, "support_avx512bf16_for_cpu", False) and state is not None
+        if packs and (module.in_features % state.blocksize or module.out_features % _CPU_PACK_ROWS):
+            module.support_avx512bf16_for_cpu = False
 
 
 def require_model(path: str | Path) -> None:
