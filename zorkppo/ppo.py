@@ -51,7 +51,8 @@ def leave_one_out_advantages(returns: Tensor, totals: Tensor | None = None, coun
     advantage is its return minus the mean return of the *other* games at the same turn
     (RLOO's baseline): a game that scores where the others do not is pushed up, the others
     down, and a turn where every game earns the same carries no signal. The baseline does
-    not depend on the game's own actions, so the gradient stays unbiased without a critic.
+    not depend on the game's own actions, so it adds no bias, and it needs no critic (the
+    returns themselves are still GAE's lambda-returns, bootstrapped by the value head).
     `totals` [T, 1] and `count`: the per-turn sums over a larger set of games (every replica's)."""
     totals = returns.sum(1, keepdim=True) if totals is None else totals
     count = returns.shape[1] if count is None else count
