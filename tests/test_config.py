@@ -36,6 +36,12 @@ def test_out_of_range_value():
         parse_params({"collect": {"episodes": {"random": -1}}})
 
 
+def test_exploration_needs_a_mode_with_valid_actions():
+    with pytest.raises(UserError, match="ppo.explore = 0.1 is invalid.*rank or constrained"):
+        parse_params({"ppo": {"explore": 0.1}})  # action_mode defaults to generate
+    assert parse_params({"ppo": {"action_mode": "constrained", "explore": 0.1}}).ppo.explore == 0.1
+
+
 def test_params_are_frozen():
     params = parse_params({})
     with pytest.raises(ValidationError):

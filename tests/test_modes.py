@@ -113,6 +113,30 @@ def test_rescore_sends_finite_gradients_to_lora(policy):
     policy.model.zero_grad()
 
 
+@pytest.mark.parametrize("name", ["rank", "constrained"])
+def test_exploring_rollouts_play_drawn_valid_actions_with_their_importance_weight(name, policy):
+    mode = action_mode(name, max_candidates=len(VALID), explore=0.9)
+    generator, rng = torch.Generator().manual_seed(4), random.Random(4)
+    played, weights = set(), []
+    for _ in range(10):
+        for s in mode.act(policy, prompts(6), [VALID] * 6, generator, rng):
+            played.add(s.command)
+            weights.append(s.weight)
+            # pi / (0.1 pi + 0.9 / 7), truncated at 1, from the sample's own log-prob
+            pi = math.exp(s.logprob)
+            assert s.weight == pytest.approx(min(1.0, pi / (0.1 * pi + 0.9 / len(VALID))))
+    assert played == set(VALID)  # 60 turns, 9 in 10 of them uniform over 7 commands
+    assert min(weights) < 1.0  # some drawn command was one the policy rarely plays
+    # off (the default), the rollouts are the policy's own: every weight 1
+    samples = action_mode(name, len(VALID)).act(policy, prompts(6), [VALID] * 6, generator, rng)
+    assert all(s.weight == 1.0 for s in samples)
+
+
+def test_generate_mode_cannot_explore():
+    with pytest.raises(ValueError, match="valid actions"):
+        action_mode("generate", explore=0.1)
+
+
 @pytest.mark.parametrize("name", ["generate", "rank", "constrained"])
 def test_every_mode_plays_rollout_turns_through_one_interface(name):
     policy = tiny_policy()

@@ -151,6 +151,27 @@ def test_policy_loss_clipped() -> None:
     close(new.grad, [0.0, -0.25, 0.25, 0.0])
 
 
+def test_policy_loss_weights_each_turn() -> None:
+    # test_policy_loss_unclipped's turns with weights 0.5 and 1: (-1.1 * 0.5 + 0.9) / 2 = 0.175.
+    # The clip fraction and KL are the ratios' own: weights do not change them.
+    new = torch.log(t(1.1, 0.9)).requires_grad_()
+    loss, clip_frac, kl = ppo.policy_loss(new, t(0, 0), t(1, -1), clip=0.2, weights=t(0.5, 1))
+    close(loss.detach(), torch.tensor(0.175))
+    close(kl, torch.tensor(0.0050252))
+    loss.backward()
+    # d/dlogp of w * (-A * r) / 2: -0.5 * 1.1 / 2 = -0.275; -1 * (-0.9) / 2 = 0.45
+    close(new.grad, [-0.275, 0.45])
+
+
+def test_exploration_weight_is_pi_over_the_mixture_truncated_at_one() -> None:
+    # epsilon 0.1 over 10 commands: mu = 0.9 pi + 0.01
+    # pi 0.01: mu 0.019 -> 0.01 / 0.019 = 0.5263158
+    # pi 0.9: mu 0.82 -> 1.0975610, truncated to 1
+    assert ppo.exploration_weight(math.log(0.01), 0.1, 10) == pytest.approx(0.5263158)
+    assert ppo.exploration_weight(math.log(0.9), 0.1, 10) == 1.0
+    assert ppo.exploration_weight(math.log(1e-6), 0.0, 10) == 1.0  # no exploration: on-policy
+
+
 def test_value_loss_clipped_picks_max() -> None:
     # clip 0.2, v_old 1 everywhere.
     # s0: v 1.5, R 2: unclipped 0.25; clipped v 1.2 -> 0.64; max 0.64 (clipped wins)

@@ -193,6 +193,8 @@ class PpoParams(Section):
     max_new_tokens: int = Field(8, ge=1)
     temperature: float = Field(1.0, gt=0)
     max_candidates: int = Field(8, ge=2)  # rank mode: valid actions scored per turn
+    # share of rollout turns that play a uniformly drawn valid action (rank, constrained)
+    explore: float = Field(0.0, ge=0, lt=1)
     # games per policy forward: sorted by length, grouped within this many padded tokens;
     # 0: all in one batch; auto: 1024 on CPU, 0 on GPU (zorkppo.policy.CPU_BATCH_TOKENS)
     max_batch_tokens: int | Literal["auto"] = "auto"
@@ -200,6 +202,13 @@ class PpoParams(Section):
     save_every: int = Field(1, ge=1)  # checkpoint every N iterations (and at the end)
     rewards: RewardParams = RewardParams()
     curve: CurveParams = CurveParams()  # the learning curve: reports/ppo/curve.tsv
+
+    @field_validator("explore")
+    @classmethod
+    def _explore_needs_valid_actions(cls, value, info):
+        if value and info.data.get("action_mode") == "generate":
+            raise ValueError("needs the valid actions: set ppo.action_mode to rank or constrained")
+        return value
 
     @field_validator("max_batch_tokens", mode="before")
     @classmethod

@@ -44,6 +44,7 @@ class Sample:
     kl: float  # rollout-time KL(policy || reference) for this turn (generate: k3 estimate)
     old_dist: tuple  # the rollout's action distribution, in the mode's own form
     ref_dist: torch.Tensor  # the reference's, likewise
+    weight: float = 1.0  # importance weight in the policy loss (ppo.exploration_weight)
 
 
 def draw_candidates(valid_actions: list[str], max_candidates: int, rng) -> list[str]:
@@ -158,8 +159,8 @@ class RankMode:
 
     needs_valid_actions = True
 
-    def __init__(self, max_candidates: int):
-        self.max_candidates = max_candidates
+    def __init__(self, max_candidates: int, explore: float = 0.0):
+        self.max_candidates, self.explore = max_candidates, explore
 
     def _in_buckets(self, policy, run, prompts, valid, rng):
         """run([(prompt ids, option token lists, candidate commands)]) over length buckets;
@@ -190,10 +191,10 @@ class RankMode:
     @torch.no_grad()
     def act(self, policy, prompts, valid, generator, rng) -> list[Sample]:
         return self._in_buckets(
-            policy, lambda group: self._act(policy, group, generator), prompts, valid, rng
+            policy, lambda group: self._act(policy, group, generator, rng), prompts, valid, rng
         )
 
-    def _act(self, policy, group: list[tuple], generator) -> list[Sample]:
+    def _act(self, policy, group: list[tuple], generator, rng) -> list[Sample]:
         prompt_ids, options, candidates = (list(column) for column in zip(*group, strict=True))
         dist, values = rank_distribution(policy, prompt_ids, options)
         ref_dist, _ = rank_distribution(policy, prompt_ids, options, reference=True)
@@ -201,6 +202,8 @@ class RankMode:
         for r, (p, opts) in enumerate(zip(prompt_ids, options, strict=True)):
             n = len(opts)
             chosen = int(torch.multinomial(dist[r, :n].exp().cpu(), 1, generator=generator))
+            if self.explore and rng.random() < self.explore:
+                chosen = rng.randrange(n)
             samples.append(
                 Sample(
                     p,
@@ -213,6 +216,7 @@ class RankMode:
                     float(_exact_kl(dist[r, :n], ref_dist[r, :n])),
                     (dist[r, :n].cpu(),),
                     ref_dist[r, :n].cpu(),
+                    ppo.exploration_weight(float(dist[r, chosen]), self.explore, n),
                 )
             )
         return samples
@@ -295,6 +299,9 @@ class ConstrainedMode:
 
     needs_valid_actions = True
 
+    def __init__(self, explore: float = 0.0):
+        self.explore = explore
+
     def _tries(self, policy, valid) -> list[CommandTrie]:
         tries = []
         for actions in valid:
@@ -323,12 +330,17 @@ class ConstrainedMode:
     @torch.no_grad()
     def act(self, policy, prompts, valid, generator, rng) -> list[Sample]:
         return self._in_buckets(
-            policy, lambda group: self._act(policy, group, generator), prompts, valid
+            policy, lambda group: self._act(policy, group, generator, rng), prompts, valid
         )
 
-    def _act(self, policy, group, generator) -> list[Sample]:
+    def _act(self, policy, group, generator, rng) -> list[Sample]:
         prompt_ids, tries = (list(column) for column in zip(*group, strict=True))
         actions = [t for t, _ in policy.sample_tokens(prompt_ids, generator, tries)]
+        if self.explore:  # no draws when off: the rng stream of a run without it is unchanged
+            actions = [
+                list(rng.choice(list(t.ends))) if rng.random() < self.explore else a
+                for a, t in zip(actions, tries, strict=True)
+            ]
         allowed, steps = zip(
             *(t.positions(a) for a, t in zip(actions, tries, strict=True)), strict=True
         )
@@ -352,6 +364,7 @@ class ConstrainedMode:
                     float(kl[r]),
                     (allowed[r], dist[r, :n, :width].cpu(), steps[r]),
                     ref[r, :n, :width].cpu(),
+                    ppo.exploration_weight(float(logprob[r]), self.explore, len(tries[r].ends)),
                 )
             )
         return samples
@@ -407,12 +420,16 @@ class ConstrainedMode:
 ActionMode = GenerateMode | RankMode | ConstrainedMode
 
 
-def action_mode(name: str, max_candidates: int = 8) -> ActionMode:
-    """The mode object for a params value (`ppo.action_mode`, `eval.action_mode`)."""
+def action_mode(name: str, max_candidates: int = 8, explore: float = 0.0) -> ActionMode:
+    """The mode object for a params value (`ppo.action_mode`, `eval.action_mode`). explore:
+    the share of rollout turns (`act`) that play a uniformly drawn valid action instead of
+    the policy's (`ppo.explore`); rank and constrained only, as they know the valid actions."""
     if name == "generate":
+        if explore:
+            raise ValueError("exploration needs the valid actions: use rank or constrained")
         return GenerateMode()
     if name == "rank":
-        return RankMode(max_candidates)
+        return RankMode(max_candidates, explore)
     if name == "constrained":
-        return ConstrainedMode()
+        return ConstrainedMode(explore)
     raise ValueError(f"unknown action mode {name!r}: use generate, rank or constrained")

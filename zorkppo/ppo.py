@@ -92,21 +92,40 @@ def entropy_coef(
 
 
 def policy_loss(
-    logprob_new: Tensor, logprob_old: Tensor, advantages: Tensor, clip: float
+    logprob_new: Tensor,
+    logprob_old: Tensor,
+    advantages: Tensor,
+    clip: float,
+    weights: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Clipped surrogate loss, plus clip fraction and approximate KL for logging."""
+    """Clipped surrogate loss, plus clip fraction and approximate KL for logging.
+    weights: per-turn importance weights of turns the policy did not draw itself
+    (`exploration_weight`); the ratio stays against the rollout policy, so the clip and the
+    KL early stop mean what they mean without exploration."""
     log_ratio = logprob_new - logprob_old
     ratio = log_ratio.exp()
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1.0 - clip, 1.0 + clip)
     # max of the two losses = min of the two objectives: take the pessimistic bound, so
     # moving the ratio past the clip earns nothing while moving it the wrong way still costs.
-    loss = torch.max(unclipped, clipped).mean()
+    surrogate = torch.max(unclipped, clipped)
+    loss = (surrogate if weights is None else weights * surrogate).mean()
     with torch.no_grad():
         # k3 estimator: unbiased like k1 but never negative, so it is a usable early-stop signal.
         approx_kl = ((ratio - 1.0) - log_ratio).mean()
         clip_fraction = ((ratio - 1.0).abs() > clip).to(ratio.dtype).mean()
     return loss, clip_fraction, approx_kl
+
+
+def exploration_weight(logprob: float, epsilon: float, choices: int) -> float:
+    """Importance weight of a turn drawn from the exploring mixture mu = (1 - epsilon) * pi +
+    epsilon * uniform(choices) instead of the policy pi: pi(a) / mu(a), truncated at 1 (as
+    V-trace's rho-bar). A command the policy would rarely play then teaches in proportion to
+    its probability; the policy's own likely commands keep weight 1."""
+    if epsilon == 0.0:
+        return 1.0
+    pi = math.exp(logprob)
+    return min(1.0, pi / ((1.0 - epsilon) * pi + epsilon / choices))
 
 
 def value_loss(values_new: Tensor, values_old: Tensor, returns: Tensor, clip: float) -> Tensor:

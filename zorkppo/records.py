@@ -63,7 +63,7 @@ TRAJECTORIES = TableSchema(
 
 ROLLOUTS = TableSchema(
     name="rollouts",
-    version=2,  # v2: truncated (cut by ppo.max_steps; done includes it), world_changed
+    version=3,  # v2: truncated (cut by ppo.max_steps; done includes it), world_changed; v3: weight
     arrow=pa.schema(
         [
             ("iteration", pa.int32()),
@@ -91,6 +91,7 @@ ROLLOUTS = TableSchema(
                 "value",
                 "advantage",
                 "return",
+                "weight",  # the turn's importance weight in the policy loss (ppo.explore)
             )
         ]
     ),

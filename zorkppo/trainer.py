@@ -167,6 +167,7 @@ def ppo_update(
     ret = returns.flatten()
     old_logprob = torch.tensor([s.logprob for s in flat])
     old_values = torch.tensor([s.value for s in flat])
+    weights = torch.tensor([s.weight for s in flat])
     params = policy.trainable_parameters()
     minibatch_size = replicas.split(cfg.minibatch_size, "ppo.minibatch_size")
     stats: dict[str, list[float]] = {}
@@ -188,7 +189,11 @@ def ppo_update(
                 terms = mode.rescore(policy, [flat[i] for i in idx])
             device = terms["logprob"].device
             pg_loss, clip_frac, approx_kl = ppo.policy_loss(
-                terms["logprob"], old_logprob[idx].to(device), adv[idx].to(device), clip
+                terms["logprob"],
+                old_logprob[idx].to(device),
+                adv[idx].to(device),
+                clip,
+                weights[idx].to(device),
             )
             v_loss = ppo.value_loss(
                 terms["values"], old_values[idx].to(device), ret[idx].to(device), cfg.value_clip
@@ -245,6 +250,7 @@ def turn_rows(records, samples, advantages, returns) -> list[list[dict]]:
                 "value": s.value,
                 "advantage": float(advantages[t, i]),
                 "return": float(returns[t, i]),
+                "weight": s.weight,
             }
             for i, (r, s) in enumerate(zip(row, srow, strict=True))
         ]
@@ -295,7 +301,7 @@ def train_iteration(
     With several replicas, the metrics and the rows cover every replica's games (rows in
     rank order), and are the same on every replica."""
     policy.model.eval()  # dropout off: rollout and update must score actions identically
-    mode = action_mode(cfg.action_mode, cfg.max_candidates)
+    mode = action_mode(cfg.action_mode, cfg.max_candidates, cfg.explore)
     rollout.finished_scores = []
     # 1. Rollout: every game plays rollout_turns turns; one batched policy call per turn.
     started = time.perf_counter()
