@@ -27,7 +27,7 @@ repro: $(STAMP)
 # snapshots its results into reports/no_walkthrough/ and README's second table.
 NO_WALKTHROUGH := -S 'sft.sources=[random,explorer]' -S 'sft.imitate=[explorer]' \
 	-S ppo.action_mode=constrained -S eval.action_mode=constrained \
-	-S ppo.iterations=20 -S ppo.curve.every=2 -S 'eval.agents=[random,explorer,sft,ppo]'
+	-S ppo.num_envs=8 -S ppo.iterations=20 -S ppo.curve.every=2 -S 'eval.agents=[random,explorer,sft,ppo]'
 
 no-walkthrough: $(STAMP)
 	$(BIN)/dvc exp run -n no-walkthrough $(NO_WALKTHROUGH)
