@@ -56,8 +56,9 @@ def test_ppo_stage_writes_its_artifacts(ppo_project, first_run):
         pq.read_schema(ppo_project / "data/rollouts/iteration_0001.parquet").metadata[
             b"zorkppo.schema"
         ]
-        == b"rollouts/2"
+        == f"rollouts/{ROLLOUTS.version}".encode()
     )
+    assert (table.weight == 1.0).all()  # ppo.explore is off: every turn is the policy's own
     curve = (ppo_project / "reports/ppo/plots/metrics/score/current.tsv").read_text().splitlines()
     assert curve[0] == "step\tcurrent" and len(curve) == 1 + PPO["iterations"]
     for name in (
