@@ -18,26 +18,38 @@ import torch
 
 from zorkppo.config import load_params
 from zorkppo.envs import VecGames, zork_factory
-from zorkppo.evaluate import load_agent_policy, require_agent_models
+from zorkppo.evaluate import (
+    load_agent_policy,
+    play_episodes,
+    require_agent_models,
+    walkthrough_chooser,
+)
 from zorkppo.model import resolve_device
 from zorkppo.paths import ROM
-from zorkppo.prompt import Turn, render_prompt
-from zorkppo.rewards import EpisodeTracker
+from zorkppo.prompt import render_prompt
 
 
 def walkthrough_route(rom_path: str, game_seed: int, steps: int, history_turns: int):
     """[(description, inventory, history, command)] for the walkthrough's first `steps`
-    states, the history kept as evaluation keeps it (`EpisodeTracker`, lowercased commands)."""
+    states, recorded from evaluation's own episode loop playing the walkthrough agent."""
+    route = []
+
+    def recording(walk):
+        def choose(active, states, trackers, games):
+            commands = walk(active, states, trackers, games)
+            route.extend(
+                (s.description, s.inventory, list(t.history), c)
+                for s, t, c in zip(states, trackers, commands, strict=True)
+            )
+            return commands
+
+        return choose
+
     with VecGames(zork_factory(rom_path, game_seed), 1, processes=False) as games:
-        commands = games.call("walkthrough")[0][:steps]
-        state = games.call("reset")[0]
-        tracker = EpisodeTracker(history_turns)
-        tracker.start(state)
-        route = []
-        for command in (c.lower() for c in commands):
-            route.append((state.description, state.inventory, list(tracker.history), command))
-            state = games.call("step", [(command,)])[0]
-            tracker.history.append(Turn(command, state.observation))
+        walkthrough = [c.lower() for c in games.call("walkthrough")[0]]
+        play_episodes(
+            "walkthrough", games, recording(walkthrough_chooser(walkthrough)), steps, history_turns
+        )
     return route
 
 
