@@ -18,7 +18,13 @@ from zorkppo.checkpoint import clear, fingerprint, keep_only_resumable
 from zorkppo.config import params_from_cli
 from zorkppo.distributed import close_replicas, init_replicas
 from zorkppo.errors import UserError, exit_on_user_error
-from zorkppo.examples import build_examples, evaluate_actions, split_episodes, with_command_form
+from zorkppo.examples import (
+    best_episodes,
+    build_examples,
+    evaluate_actions,
+    split_episodes,
+    with_command_form,
+)
 from zorkppo.io import write_json
 from zorkppo.model import (
     load_causal_lm,
@@ -51,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(paths.BASE_MODEL)
     imitated = [source for source in sft.sources if source in sft.imitate]
     train_df = df[df.episode_id.isin(train_ids) & df.source.isin(imitated)]
+    train_df = train_df[train_df.episode_id.isin(best_episodes(train_df, sft.imitate_best))]
     if train_df.empty:
         raise UserError(
             f"the SFT training set is empty: no training episodes from sources {imitated} "
@@ -138,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
             save_adapter(model, out)
         metrics = {
             "imitated_sources": imitated,
+            "imitated_episodes": sorted(train_df.episode_id.unique()),
             "train_examples": len(train),
             "heldout_examples": len(heldout),
             "updates": updates,

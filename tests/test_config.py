@@ -34,6 +34,8 @@ def test_wrong_type_names_the_key():
 def test_out_of_range_value():
     with pytest.raises(UserError, match="collect.episodes.random"):
         parse_params({"collect": {"episodes": {"random": -1}}})
+    with pytest.raises(UserError, match="sft.imitate_best"):
+        parse_params({"sft": {"imitate_best": 0}})  # a share of episodes: (0, 1]
 
 
 def test_exploration_needs_a_mode_with_valid_actions():

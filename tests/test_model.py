@@ -9,7 +9,7 @@ from peft import PeftModel
 
 from zorkppo.config import LoraParams, SftParams
 from zorkppo.errors import UserError
-from zorkppo.examples import Example, split_episodes
+from zorkppo.examples import Example, best_episodes, split_episodes
 from zorkppo.lm import IGNORE, collate, completion_loss, encode_example
 from zorkppo.model import _source as model_source
 from zorkppo.model import (
@@ -118,6 +118,30 @@ def test_split_is_by_episode_and_seeded():
     assert split_episodes(ids, 0.2, seed=1) == (train, heldout)
     with pytest.raises(UserError, match="at least 2 episodes"):
         split_episodes(["only"], 0.5, 0)
+
+
+def test_best_episodes_ranks_each_source_by_final_score():
+    # (episode, source, [score at each step]): the final score counts, not the best one
+    # reached (explorer-b held 40 and died to 30), and ties go to the earlier episode id.
+    episodes = [
+        ("explorer-a", "explorer", [0, 15, 25]),
+        ("explorer-b", "explorer", [15, 40, 30]),
+        ("explorer-c", "explorer", [5, 5]),
+        ("explorer-d", "explorer", [30]),
+        ("random-a", "random", [0, -10]),
+        ("random-b", "random", [5]),
+    ]
+    rows = [
+        {"episode_id": episode, "source": source, "step": step, "score": score}
+        for episode, source, scores in episodes
+        for step, score in enumerate(scores)
+    ]
+    df = pd.DataFrame(rows).sample(frac=1, random_state=0)  # row order must not matter
+    assert best_episodes(df, 1.0) == {e for e, _, _ in episodes}
+    # ceil(0.5 x 4) = 2 explorers (b and d tie at 30: b first), ceil(0.5 x 2) = 1 random
+    assert best_episodes(df, 0.5) == {"explorer-b", "explorer-d", "random-b"}
+    # at least one episode per source
+    assert best_episodes(df, 0.01) == {"explorer-b", "random-b"}
 
 
 def heldout_loss(model, tokenizer, examples):

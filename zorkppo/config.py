@@ -109,6 +109,10 @@ class SftParams(Section):
     # whose commands SFT imitates, among `sources`; the others only pretrain the tiny base
     # (imitating a random agent teaches random play: README, "What SFT imitates")
     imitate: list[SOURCES] = ["walkthrough", "human"]
+    # per imitated source, the share of its training episodes SFT imitates, best final score
+    # first (1: all). The explorer chases novelty, so its episodes disagree in the same state
+    # and imitating them all teaches no route (README, "Without the walkthrough").
+    imitate_best: float = Field(1.0, gt=0, le=1)
     # the commands as played (`N`, `Get egg`), or in Jericho's valid-action form where one does
     # the same (`north`, `take all from nest`): what the rank and constrained modes choose among
     command_form: Literal["played", "valid"] = "played"

@@ -7,6 +7,7 @@ only need these (`base`, `quantize`) stay clear of TRL and its imports.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -44,6 +45,24 @@ def split_episodes(episode_ids, heldout_fraction: float, seed: int) -> tuple[set
     random.Random(seed).shuffle(ids)
     n_heldout = min(len(ids) - 1, max(1, round(heldout_fraction * len(ids))))
     return set(ids[n_heldout:]), set(ids[:n_heldout])
+
+
+def best_episodes(df: pd.DataFrame, fraction: float) -> set[str]:
+    """Per source, the `fraction` of its episodes (at least one) with the highest final score,
+    ties to the earlier episode id: reward-filtered imitation ("%BC"), which keeps the episodes
+    a novelty-driven explorer happened to play well and drops the ones it wandered in."""
+    finals = (
+        df.sort_values("step")
+        .groupby("episode_id")
+        .agg(source=("source", "first"), final=("score", "last"))
+    )
+    best = set()
+    for _, episodes in finals.groupby("source"):
+        ranked = episodes.reset_index().sort_values(
+            ["final", "episode_id"], ascending=[False, True]
+        )
+        best |= set(ranked.episode_id[: max(1, math.ceil(fraction * len(ranked)))])
+    return best
 
 
 def build_examples(df: pd.DataFrame, tokenizer, history_turns: int) -> list[Example]:
