@@ -58,10 +58,8 @@ def best_episodes(df: pd.DataFrame, fraction: float) -> set[str]:
     )
     best = set()
     for _, episodes in finals.groupby("source"):
-        ranked = episodes.reset_index().sort_values(
-            ["final", "episode_id"], ascending=[False, True]
-        )
-        best |= set(ranked.episode_id[: max(1, math.ceil(fraction * len(ranked)))])
+        ranked = episodes.sort_values(["final", "episode_id"], ascending=[False, True]).index
+        best |= set(ranked[: max(1, math.ceil(fraction * len(ranked)))])
     return best
 
 
