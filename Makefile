@@ -27,9 +27,12 @@ repro: $(STAMP)
 # snapshots its results into reports/no_walkthrough/ and README's second table.
 # SFT imitates the best 5% (by final score) of 32 explorer episodes: the explorer chases
 # novelty, so imitating them all teaches no route; value_coef 0.1 lets the critic learn the
-# cellar's deaths (README, "Without the walkthrough").
+# cellar's deaths; baseline state compares the commands typed in one game state with each
+# other, where the critic's one value made every cellar command look bad (README, "Without
+# the walkthrough").
 NO_WALKTHROUGH := -S 'sft.sources=[random,explorer]' -S 'sft.imitate=[explorer]' \
 	-S collect.episodes.explorer=32 -S sft.imitate_best=0.05 -S ppo.value_coef=0.1 \
+	-S ppo.baseline=state \
 	-S ppo.action_mode=constrained -S eval.action_mode=constrained \
 	-S ppo.num_envs=8 -S ppo.iterations=20 -S ppo.curve.every=2 -S 'eval.agents=[random,explorer,sft,ppo]'
 

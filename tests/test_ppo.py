@@ -155,6 +155,24 @@ def test_games_baseline_judges_each_turn_against_the_other_games():
         assert sum(r["advantage"] for r in turn) == pytest.approx(0.0, abs=1e-5)
 
 
+def test_state_baseline_judges_each_turn_against_the_other_games_in_its_state():
+    """ppo.baseline state: where another game played from the same world state, a row's
+    advantage is its return minus the mean return of the other games' rows in that state."""
+    cfg = ppo_settings(num_envs=3, rollout_turns=4, ppo_epochs=1, baseline="state")
+    ((_, rows),) = run_iterations(tiny_policy(), cfg, 1)
+    compared = 0
+    for r in rows:
+        others = [
+            o["return"] for o in rows if o["state_hash"] == r["state_hash"] and o["env"] != r["env"]
+        ]
+        if others:
+            compared += 1
+            assert r["advantage"] == pytest.approx(
+                r["return"] - sum(others) / len(others), abs=1e-5
+            )
+    assert compared >= 3  # every game starts in the same room, so at least turn 0 compares
+
+
 def test_gae_runs_down_each_game_separately():
     class S:
         def __init__(self, value):

@@ -99,6 +99,24 @@ def test_leave_one_out_advantages() -> None:
     close(ppo.leave_one_out_advantages(returns[:, :1]), [[0.0], [0.0]])
 
 
+def test_same_state_advantages() -> None:
+    # Three games, two turns; states a, b, c. Returns:
+    #   turn 0: a 4 (game 0), a 1 (game 1), b 7 (game 2)
+    #   turn 1: a 2 (game 0), c 5 (game 1), b 3 (game 2)
+    # Game 0's two turns in a see only game 1's a (1): 4 - 1 = 3 and 2 - 1 = 1.
+    # Game 1's a sees game 0's a turns (4 and 2, mean 3): 1 - 3 = -2.
+    # Game 2's b turns have no other game in b, nor has game 1's c: the fallback stays.
+    returns = torch.tensor([[4.0, 1.0, 7.0], [2.0, 5.0, 3.0]], dtype=torch.float64)
+    states = [["a", "a", "b"], ["a", "c", "b"]]
+    fallback = torch.tensor([[0.5, 0.6, 0.7], [0.8, 0.9, 1.0]], dtype=torch.float64)
+    close(
+        ppo.same_state_advantages(returns, states, fallback),
+        [[3.0, -2.0, 0.7], [1.0, 0.9, 1.0]],
+    )
+    # The fallback itself is left as it was.
+    close(fallback, [[0.5, 0.6, 0.7], [0.8, 0.9, 1.0]])
+
+
 def test_clip_schedule() -> None:
     # max(0.1, 0.2 * (1 - s/1e5)): 0.2, 0.1, max(0.1, 0) and max(0.1, -0.2)
     assert ppo.clip_range(0) == pytest.approx(0.2)

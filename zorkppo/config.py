@@ -181,7 +181,9 @@ class PpoParams(Section):
     gae_lambda: float = Field(0.95, ge=0, le=1)
     # what a turn's return is compared with: critic (GAE on the value head) | games (the mean
     # return of the other games at the same turn, a leave-one-out baseline; no critic needed)
-    baseline: Literal["critic", "games"] = "critic"
+    # | state (the mean return of the other games' turns typed in the same game state; the
+    # critic where no other game was in that state)
+    baseline: Literal["critic", "games", "state"] = "critic"
     normalize_advantages: bool = True
     center_advantages: bool = True
     clip_start: float = Field(0.2, gt=0)  # clip = max(floor, start * (1 - update / horizon))

@@ -61,6 +61,31 @@ def leave_one_out_advantages(returns: Tensor, totals: Tensor | None = None, coun
     return returns - (totals - returns) / (count - 1)
 
 
+def same_state_advantages(returns: Tensor, states: list[list[str]], fallback: Tensor) -> Tensor:
+    """returns [T, N] and states [T][N] (the world hash each command was typed in): each
+    turn's advantage is its return minus the mean return of the *other games'* turns typed
+    in the same game state. Commands met in one state are thus compared with each other,
+    which a critic's single value per state cannot do once it is wrong there. Only other
+    games count: a later visit of the same game depends on this turn's command, so it would
+    bias the baseline; the other games' play does not. A state no other game played from
+    keeps `fallback` (GAE's critic advantage)."""
+    totals: dict[str, list[float]] = {}  # state -> [sum, count] over every game
+    own: dict[tuple[str, int], list[float]] = {}  # (state, game) -> [sum, count]
+    for t, row in enumerate(states):
+        for i, state in enumerate(row):
+            for box in (totals.setdefault(state, [0.0, 0]), own.setdefault((state, i), [0.0, 0])):
+                box[0] += float(returns[t, i])
+                box[1] += 1
+    advantages = fallback.clone()
+    for t, row in enumerate(states):
+        for i, state in enumerate(row):
+            others = totals[state][1] - own[state, i][1]
+            if others:
+                baseline = (totals[state][0] - own[state, i][0]) / others
+                advantages[t, i] = returns[t, i] - baseline
+    return advantages
+
+
 def normalize(
     x: Tensor, eps: float = 1e-8, moments: tuple | None = None, center: bool = True
 ) -> Tensor:

@@ -63,7 +63,9 @@ TRAJECTORIES = TableSchema(
 
 ROLLOUTS = TableSchema(
     name="rollouts",
-    version=3,  # v2: truncated (cut by ppo.max_steps; done includes it), world_changed; v3: weight
+    # v2: truncated (cut by ppo.max_steps; done includes it), world_changed; v3: weight;
+    # v4: state_hash (the world hash the command was typed in: ppo.baseline state)
+    version=4,
     arrow=pa.schema(
         [
             ("iteration", pa.int32()),
@@ -73,6 +75,7 @@ ROLLOUTS = TableSchema(
             ("command", pa.string()),
             ("game_score", pa.int32()),
             ("location", pa.string()),
+            ("state_hash", pa.string()),
             ("done", pa.bool_()),
             ("truncated", pa.bool_()),
             ("world_changed", pa.bool_()),

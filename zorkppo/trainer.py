@@ -87,6 +87,7 @@ def play_turns(
                     "command": commands[i],
                     "game_score": state.score,
                     "location": state.location,
+                    "state_hash": rollout.states[i].world_hash,
                     "done": state.done or truncated,
                     "truncated": truncated,
                     "world_changed": state.world_hash != rollout.states[i].world_hash,
@@ -139,6 +140,18 @@ def advantages_per_game(
             rewards[:, i], values[:, i], dones[:, i], last_values[i], gamma, lam
         )
     return advantages, returns
+
+
+def same_state_over_replicas(records, advantages, returns, replicas: Replicas):
+    """ppo.same_state_advantages over every replica's games (columns in rank order), this
+    replica's columns back."""
+    states = [[r["state_hash"] for r in row] for row in records]
+    everyone = replicas.gather((states, returns, advantages))
+    all_states = [sum((s[t] for s, _, _ in everyone), []) for t in range(len(states))]
+    all_returns = torch.cat([r for _, r, _ in everyone], dim=1)
+    all_advantages = torch.cat([a for _, _, a in everyone], dim=1)
+    mine = slice(replicas.rank * returns.shape[1], (replicas.rank + 1) * returns.shape[1])
+    return ppo.same_state_advantages(all_returns, all_states, all_advantages)[:, mine]
 
 
 def ppo_update(
@@ -308,7 +321,8 @@ def train_iteration(
     samples, records = play_turns(policy, mode, games, rollout, cfg, generator, rng)
     seconds = time.perf_counter() - started
     # 2. Advantages: GAE per game, bootstrapped from the value of where each game stands now
-    #    (or, ppo.baseline games, each return against the other games' at the same turn).
+    #    (or, ppo.baseline games, each return against the other games' at the same turn;
+    #    state, against the other games' returns from the same game state).
     last_values = policy.values(policy.encode_prompts(prompts_for(rollout, policy.tokenizer)))
     advantages, returns = advantages_per_game(
         records, samples, last_values.cpu(), cfg.gamma, cfg.gae_lambda
@@ -318,6 +332,8 @@ def train_iteration(
         advantages = ppo.leave_one_out_advantages(
             returns, torch.tensor(totals, dtype=returns.dtype)[:, None], int(count)
         )
+    elif cfg.baseline == "state":  # against the other games' turns in the same game state
+        advantages = same_state_over_replicas(records, advantages, returns, replicas)
     # 3. Update: clipped PPO epochs over shuffled minibatches, early stop past target_kl.
     update_started = time.perf_counter()
     update_stats, updates = ppo_update(
