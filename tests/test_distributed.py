@@ -32,12 +32,19 @@ REPLICA_SCRIPT = """
 import json, sys, torch
 from zorkppo import ppo
 from zorkppo.distributed import close_replicas, init_replicas
+from zorkppo.trainer import same_state_over_replicas
 
 replicas, _ = init_replicas(torch.device("cpu"))
 torch.manual_seed(replicas.rank)
 x = torch.randn(5) * (replicas.rank + 1) + replicas.rank
 everything = torch.cat(replicas.gather(x))
 mine = slice(5 * replicas.rank, 5 * replicas.rank + 5)
+# ppo.baseline state: 4 games, 2 per replica; states shared across the replicas' games
+states = [["a", "b", "a", "c"], ["b", "b", "a", "c"]]
+returns = torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]])
+fallback = torch.full((2, 4), -1.0)
+games = slice(2 * replicas.rank, 2 * replicas.rank + 2)
+records = [[{"state_hash": s} for s in row[games]] for row in states]
 weight = torch.nn.Parameter(torch.zeros(3))
 weight.grad = torch.full((3,), float(replicas.rank + 1))
 replicas.average_gradients([weight])
@@ -50,6 +57,8 @@ result = {
     "normalized": ppo.normalize(x, moments=replicas.moments(x)).tolist(),
     "expected": ppo.normalize(everything)[mine].tolist(),
     "grad": weight.grad.tolist(),
+    "state": same_state_over_replicas(records, fallback[:, games], returns[:, games], replicas).tolist(),
+    "state_expected": ppo.same_state_advantages(returns, states, fallback)[:, games].tolist(),
     "sum": replicas.sum([1.0, float(replicas.rank)]),
     "mean": replicas.mean(float(replicas.rank)),
     "broadcast": replicas.broadcast({"rank": replicas.rank}),
@@ -87,9 +96,13 @@ def test_replicas_reduce_like_one_process(tmp_path):
         # advantages normalized with the global mean and std equal one process's on all rows
         assert rank["normalized"] == pytest.approx(rank["expected"], abs=1e-5)
         assert rank["grad"] == [1.5, 1.5, 1.5]  # (1 + 2) / 2 on both
+        # the state baseline over both replicas' games equals one process's on all of them
+        assert sum(rank["state"], []) == pytest.approx(sum(rank["state_expected"], []))
         assert rank["sum"] == [2.0, 1.0] and rank["mean"] == 0.5
         assert rank["broadcast"] == {"rank": 0}
         assert rank["differ"].startswith("ranks differ between replicas")
+    # game 0's "a" (1) against game 2's two "a" turns (3, 7): 1 - 5 = -4, across the replicas
+    assert ranks[0]["state"][0][0] == pytest.approx(-4.0)
 
 
 def launch(root, wait=True):
