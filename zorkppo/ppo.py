@@ -69,12 +69,13 @@ def same_state_advantages(returns: Tensor, states: list[list[str]], fallback: Te
     games count: a later visit of the same game depends on this turn's command, so it would
     bias the baseline; the other games' play does not. A state no other game played from
     keeps `fallback` (GAE's critic advantage)."""
+    values = returns.tolist()  # plain floats: no tensor indexing per turn
     totals: dict[str, list[float]] = {}  # state -> [sum, count] over every game
     own: dict[tuple[str, int], list[float]] = {}  # (state, game) -> [sum, count]
     for t, row in enumerate(states):
         for i, state in enumerate(row):
             for box in (totals.setdefault(state, [0.0, 0]), own.setdefault((state, i), [0.0, 0])):
-                box[0] += float(returns[t, i])
+                box[0] += values[t][i]
                 box[1] += 1
     advantages = fallback.clone()
     for t, row in enumerate(states):
@@ -82,7 +83,7 @@ def same_state_advantages(returns: Tensor, states: list[list[str]], fallback: Te
             others = totals[state][1] - own[state, i][1]
             if others:
                 baseline = (totals[state][0] - own[state, i][0]) / others
-                advantages[t, i] = returns[t, i] - baseline
+                advantages[t, i] = values[t][i] - baseline
     return advantages
 
 
