@@ -36,7 +36,6 @@ to P by Policy.encode_prompts.
 from __future__ import annotations
 
 import argparse
-import random
 import shutil
 import sys
 import tempfile
@@ -211,7 +210,7 @@ def run_variant(variant: str, checkpoint: Path, prompts: list[str], params, args
 
 
 def _sample_commands(policy, prompt_ids, generator) -> list[list[int]]:
-    return [tokens for tokens, _ in policy.sample_tokens(prompt_ids, generator)]
+    return [d.tokens for d in policy.sample_tokens(prompt_ids, generator)]
 
 
 def _one_call_per_game(policy, prompt_ids, generator) -> list[list[int]]:
@@ -242,14 +241,15 @@ def ppo_iteration(policy, prompts, cfg, checkpointing, params, args, sync) -> di
     import torch
 
     from zorkppo.modes import GenerateMode
-    from zorkppo.trainer import ppo_update
+    from zorkppo.trainer import PpoRun, ppo_update
 
     cuda = policy.device.type == "cuda"
-    cfg = cfg.model_copy(update={"gradient_checkpointing": checkpointing})
+    update = {"gradient_checkpointing": checkpointing, "action_mode": "generate"}
+    cfg = cfg.model_copy(update=update)
     generator = torch.Generator().manual_seed(args.seed)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)
+    run = PpoRun.start(cfg, policy, 0)
     samples, act_s = _timed(
         sync,
         lambda: [
@@ -259,22 +259,8 @@ def ppo_iteration(policy, prompts, cfg, checkpointing, params, args, sync) -> di
     shape = (args.turns, len(prompts))
     advantages = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed))
     returns = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed + 1))
-    (stats, updates), update_s = _timed(
-        sync,
-        ppo_update,
-        policy,
-        GenerateMode(),
-        optimizer,
-        samples,
-        advantages,
-        returns,
-        cfg,
-        params.ppo.kl.init_coef,
-        0,
-        cfg.ppo_epochs,
-        random.Random(0),
-    )
-    del optimizer
+    (stats, updates), update_s = _timed(sync, ppo_update, run, samples, advantages, returns)
+    del run
     return {
         "samples": args.turns * len(prompts),
         "minibatch": cfg.minibatch_size,

@@ -28,8 +28,6 @@ from bench.common import ROOT, current_rss_mb, peak_rss_mb, rom_path, table, wri
 
 def child(args) -> None:
     """One variant: load, act_generate the samples, time ppo_update; print a JSON line."""
-    import random
-
     import torch
 
     from bench.tiny import load_settings
@@ -37,13 +35,13 @@ def child(args) -> None:
     from zorkppo.modes import GenerateMode
     from zorkppo.policy import policy_with_fresh_adapter
     from zorkppo.quantize import quantization_config
-    from zorkppo.trainer import ppo_update
+    from zorkppo.trainer import PpoRun, ppo_update
 
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     params = load_settings(args.params)
-    cfg = params.ppo.model_copy(update={"target_kl": 1e9})
+    cfg = params.ppo.model_copy(update={"target_kl": 1e9, "action_mode": "generate"})
     model_dir = Path(args.model_dir)
     prompts = json.loads((model_dir / "prompts.json").read_text())
     rss_start = current_rss_mb()
@@ -80,31 +78,15 @@ def child(args) -> None:
         torch.randn(turns, games, generator=g),
         torch.randn(turns, games, generator=g),
     )
-    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)
-    updates_per_epoch = -(-n // cfg.minibatch_size)
-    total = cfg.ppo_epochs * updates_per_epoch * max(1, args.iterations)
+    run = PpoRun.start(cfg, policy, args.seed)
     rss_before = current_rss_mb()
     peak_before = peak_rss_mb()
 
     times, stats = [], {}
-    update_step = 0
     for _ in range(args.iterations):
         started = time.perf_counter()
-        stats, updates = ppo_update(
-            policy,
-            GenerateMode(),
-            optimizer,
-            samples,
-            advantages,
-            returns,
-            cfg,
-            params.ppo.kl.init_coef,
-            update_step,
-            total,
-            random.Random(args.seed),
-        )
+        stats, updates = ppo_update(run, samples, advantages, returns)
         times.append(time.perf_counter() - started)
-        update_step += updates
     best = min(times)
     processed = n * cfg.ppo_epochs
     result = {

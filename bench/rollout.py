@@ -25,9 +25,6 @@ Rows:
                             most ppo.max_candidates valid actions per game
   batched act_constrained   constrained mode's act (N prompts): generation masked to a trie of
                             each state's valid actions (all of them), run until every command ends
-  per-game generate         N calls of lm.generate_commands([prompt]) (HF generate, sampling;
-                            no log-probs, values or reference pass: less work than act_generate)
-  batched generate          one lm.generate_commands(N prompts) per turn (for reference)
 """
 
 from __future__ import annotations
@@ -48,8 +45,6 @@ METHODS = (
     "per-game act_generate",
     "batched act_rank",
     "batched act_constrained",
-    "per-game generate",
-    "batched generate",
 )
 
 
@@ -58,7 +53,6 @@ def _act(
 ) -> tuple[list[str], int | None]:
     """Commands for these prompts, and the number of command tokens (None if unknown).
     draw: (torch generator, random.Random for rank's candidate draw, ppo.max_candidates)."""
-    from zorkppo.lm import generate_commands
     from zorkppo.modes import action_mode
 
     generator, rng, max_candidates = draw
@@ -80,20 +74,7 @@ def _act(
             policy.max_batch_tokens = budget
         tokens = sum(len(s.options[s.chosen]) for s in samples)
         return [s.command for s in samples], tokens
-    kwargs = dict(
-        max_new_tokens=policy.max_new_tokens,
-        greedy=False,
-        temperature=policy.temperature,
-        max_prompt_tokens=policy.max_prompt_tokens,
-        generator=generator,
-    )
-    if method == "per-game generate":
-        commands = [
-            generate_commands(policy.model, policy.tokenizer, [p], **kwargs)[0] for p in prompts
-        ]
-    else:
-        commands = generate_commands(policy.model, policy.tokenizer, prompts, **kwargs)
-    return commands, None
+    raise ValueError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")
 
 
 def run_prompts(policy, text, n: int, turns: int, method: str, seed: int, candidates: int) -> dict:
@@ -115,28 +96,19 @@ def run_prompts(policy, text, n: int, turns: int, method: str, seed: int, candid
 def run_games(
     policy, rom: str, n: int, turns: int, method: str, seed: int, history_turns: int, candidates
 ) -> dict:
-    from bench.tiny import _NoWeights
     from zorkppo.envs import VecGames, zork_factory
-    from zorkppo.prompt import render_prompt
-    from zorkppo.rewards import EpisodeTracker
+    from zorkppo.episodes import Episodes
 
     draw = (torch.Generator().manual_seed(seed), random.Random(seed), candidates)
     with VecGames(zork_factory(rom, 12), n) as games:
-        states = games.call("reset")
-        trackers = [EpisodeTracker(history_turns) for _ in range(n)]
-        for tracker, state in zip(trackers, states, strict=True):
-            tracker.start(state)
+        episodes = Episodes(games, history_turns)
+        episodes.start()
         tokens, known, game_seconds = 0, True, 0.0
         started = time.perf_counter()
         for _ in range(turns):
-            prompts = [
-                render_prompt(s.description, s.inventory, list(tr.history), policy.tokenizer)
-                for s, tr in zip(states, trackers, strict=True)
-            ]
+            prompts = episodes.prompts(policy.tokenizer)
             t0 = time.perf_counter()
-            valid = (
-                games.call("valid_actions") if method.endswith(("rank", "constrained")) else None
-            )
+            valid = episodes.valid_actions() if method.endswith(("rank", "constrained")) else None
             game_seconds += time.perf_counter() - t0
             commands, count = _act(policy, method, prompts, valid, draw)
             if count is None:
@@ -144,16 +116,8 @@ def run_games(
             else:
                 tokens += count
             t0 = time.perf_counter()
-            after = games.call("step", [(c or "look",) for c in commands])
-            done = []
-            for i, state in enumerate(after):
-                trackers[i].record(states[i], commands[i] or "look", state, _NoWeights)
-                if state.done:
-                    done.append(i)
-            states = after
-            for i, state in zip(done, games.call("reset", only=done) if done else [], strict=True):
-                trackers[i].start(state)
-                states[i] = state
+            steps = episodes.step([c or "look" for c in commands])
+            episodes.start([s.game for s in steps if s.after.done])
             game_seconds += time.perf_counter() - t0
         seconds = time.perf_counter() - started
     return {"seconds": seconds, "tokens": tokens if known else None, "game_seconds": game_seconds}

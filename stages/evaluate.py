@@ -5,29 +5,24 @@ from __future__ import annotations
 import csv
 import time
 
-import torch
-
 from zorkppo import paths
-from zorkppo.config import params_from_cli
+from zorkppo.config import agent_and_mode, params_from_cli
 from zorkppo.envs import VecGames, zork_factory
 from zorkppo.errors import exit_on_user_error
 from zorkppo.evaluate import (
     EPISODES,
     agent_chooser,
-    bar_chart,
-    curve_chart,
     load_agent_policy,
     pick_episodes,
-    play_episodes,
-    policy_chooser,
+    play,
     protocol_line,
     require_agent_models,
     summarize,
     transcript_markdown,
-    walkthrough_chooser,
 )
 from zorkppo.io import write_json
 from zorkppo.model import resolve_device, seed_everything
+from zorkppo.plots import bar_chart, curve_chart
 from zorkppo.records import atomic_dir, write_table
 from zorkppo.rom import installed_rom
 
@@ -77,35 +72,21 @@ def main(argv: list[str] | None = None) -> None:
     }
     protocol = protocol_line(protocol_info, ev.agents)
 
-    require_agent_models(ev.agents)
-    all_rows, metrics, transcripts = [], {}, {}
+    names = [agent_and_mode(agent)[0] for agent in ev.agents]
+    require_agent_models(names)
+    all_rows, metrics, transcripts, policies = [], {}, {}, {}
     with VecGames(zork_factory(str(rom), params.game.seed), ev.episodes) as games:
-        for agent in ev.agents:
-            policy = None
-            if agent not in DECODINGS:
-                policy = load_agent_policy(agent, params, device)
+        walkthrough = games.call("walkthrough", only=[0])[0]
+        for agent, name in zip(ev.agents, names, strict=True):
+            if name not in DECODINGS and name not in policies:  # `base` and `base:generate`
+                policies[name] = load_agent_policy(name, params, device)
             metrics[agent] = {}
-            for decoding in DECODINGS.get(agent, ("greedy", "sample")):
+            for decoding in DECODINGS.get(name, ("greedy", "sample")):
                 started = time.perf_counter()
-                if agent in ("random", "explorer"):
-                    choose = agent_chooser(agent, params.seed)
-                elif agent == "walkthrough":
-                    choose = walkthrough_chooser(games.call("walkthrough", only=[0])[0])
-                else:
-                    generator = (
-                        torch.Generator().manual_seed(params.seed) if decoding == "sample" else None
-                    )
-                    choose = policy_chooser(
-                        policy,
-                        policy.tokenizer,
-                        generator,
-                        ev.action_mode,
-                        ev.max_candidates,
-                        params.seed,
-                    )
+                choose = agent_chooser(agent, params, decoding, walkthrough, policies.get(name))
                 episodes = ev.episodes if decoding == "sample" else 1
-                rows = play_episodes(
-                    agent, games, choose, ev.max_steps, params.prompt.history_turns, episodes
+                rows = play(
+                    agent, games, choose, episodes, ev.max_steps, params.prompt.history_turns
                 )
                 for row in rows:
                     row["decoding"] = decoding

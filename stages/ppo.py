@@ -6,13 +6,10 @@ data-parallel replicas (torchrun); each plays its share of the games, rank 0 wri
 
 from __future__ import annotations
 
-import math
-import random
 import resource
 import time
 from contextlib import nullcontext
 
-import torch
 from dvclive import Live
 
 from zorkppo import checkpoint, curve, paths
@@ -22,10 +19,9 @@ from zorkppo.envs import VecGames, zork_factory
 from zorkppo.errors import exit_on_user_error
 from zorkppo.model import load_causal_lm, load_tokenizer, resolve_device, seed_everything
 from zorkppo.policy import Policy, policy_with_fresh_adapter
-from zorkppo.ppo import AdaptiveKLController
 from zorkppo.records import ROLLOUTS, write_table
 from zorkppo.rom import installed_rom
-from zorkppo.trainer import start_rollout, train_iteration
+from zorkppo.trainer import PpoRun, start_episodes, train_iteration
 
 
 def build_policy(params, device) -> Policy:
@@ -81,17 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     seed_everything(params.seed)
     policy = build_policy(params, device)
     replicas.broadcast_parameters(policy.trainable_parameters())
-    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)
-    controller = AdaptiveKLController(
-        cfg.kl.init_coef, cfg.kl.low, cfg.kl.high, cfg.kl.up, cfg.kl.down
-    )
-    # Each replica samples its own games from its own streams (rank 0's are one process's).
-    replica_seed = params.seed + replicas.rank
-    generator, rng = torch.Generator().manual_seed(replica_seed), random.Random(replica_seed)
-    samples_per_iteration = cfg.num_envs * cfg.rollout_turns
-    total_updates = (
-        cfg.iterations * cfg.ppo_epochs * math.ceil(samples_per_iteration / cfg.minibatch_size)
-    )
+    run = PpoRun.start(cfg, policy, params.seed, replicas)
     run_params = {
         "ppo": cfg.model_dump(),
         "prompt": params.prompt.model_dump(),
@@ -110,24 +96,22 @@ def main(argv: list[str] | None = None) -> None:
         # 1. Resume from an unfinished run with the same fingerprint, or start clean.
         loaded = checkpoint.load_resumable(paths.PPO_MODEL, fingerprint) if replicas.main else None
         state = replicas.broadcast(loaded)
+        episodes = start_episodes(games, params.prompt.history_turns, replicas)
         if state:
             own = state["replicas"][replicas.rank] if replicas.world > 1 else state
             checkpoint.restore_weights(policy, state)
-            optimizer.load_state_dict(state["optimizer"])
-            controller.load_state_dict(state["controller"])
-            generator.set_state(own["generator"])
-            rng.setstate(own["rng"])
-            rollout = own["rollout"]
+            run.load_state_dict(state["run"])
+            run.load_streams(own["streams"])
+            episodes.load_state_dict(own["episodes"])
             games.call("restore", [(s,) for s in own["game_saves"]])
-            start, update_step, history = state["iteration"], state["update_step"], state["history"]
+            start, history = state["iteration"], state["history"]
             points, episode_scores = state["curve"], state["curve_episode_scores"]
             if replicas.main:
                 print(f"ppo: resuming at iteration {start} of {cfg.iterations}")
         else:
             if replicas.main:
                 checkpoint.clear(paths.PPO_MODEL, paths.ROLLOUTS)
-            rollout = start_rollout(games, params.prompt.history_turns, replicas)
-            start, update_step, history = 0, 0, []
+            start, history = 0, []
             points, episode_scores = [], []
 
         live = (
@@ -143,31 +127,15 @@ def main(argv: list[str] | None = None) -> None:
             points.append(learning_curve_point(policy, eval_games, params, 0, []))  # the start
         for iteration in range(start, cfg.iterations):
             started = time.perf_counter()
-            metrics, rows, updates = train_iteration(
-                policy,
-                games,
-                rollout,
-                optimizer,
-                controller,
-                cfg,
-                update_step,
-                total_updates,
-                generator,
-                rng,
-                replicas,
-            )
-            update_step += updates
+            metrics, rows, finished = train_iteration(run, episodes)
             # Every replica's finished episodes count in the curve (a collective: all call it).
-            finished = [
-                score for scores in replicas.gather(rollout.finished_scores) for score in scores
-            ]
+            finished = [score for scores in replicas.gather(finished) for score in scores]
             last = iteration + 1 == cfg.iterations
             save_now = last or (iteration + 1) % cfg.save_every == 0
             # Each replica's own streams and games, for an exact resume of every replica.
             streams = {
-                "generator": generator.get_state(),
-                "rng": rng.getstate(),
-                "rollout": rollout,
+                "streams": run.streams(),
+                "episodes": episodes.state_dict(),
                 "game_saves": games.call("save") if save_now else None,
             }
             everyone = replicas.gather(streams) if save_now else None
@@ -208,10 +176,8 @@ def main(argv: list[str] | None = None) -> None:
                         "fingerprint": fingerprint,
                         "complete": last,
                         "iteration": iteration + 1,
-                        "update_step": update_step,
                         "history": history,
-                        "optimizer": optimizer.state_dict(),
-                        "controller": controller.state_dict(),
+                        "run": run.state_dict(),
                         **(streams if replicas.world == 1 else {"replicas": everyone}),
                         "curve": points,
                         "curve_episode_scores": episode_scores,
@@ -231,10 +197,8 @@ def main(argv: list[str] | None = None) -> None:
             return
         live.end()
         curve.write_curve(points, paths.PPO_CURVE)
-        if points:
-            curve.plot_curve(points, paths.PPO_CURVE_PNG, f"PPO on Zork I, {cfg.action_mode} mode")
-        else:
-            paths.PPO_CURVE_PNG.unlink(missing_ok=True)
+        title = f"PPO on Zork I, {cfg.action_mode} mode"
+        curve.plot_curve(points, paths.PPO_CURVE_PNG, title if points else "ppo.curve is off")
     close_replicas(replicas)
     print(
         f"ppo: peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB "

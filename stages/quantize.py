@@ -9,7 +9,7 @@ from pathlib import Path
 from zorkppo import paths
 from zorkppo.config import params_from_cli
 from zorkppo.errors import exit_on_user_error
-from zorkppo.examples import build_examples, evaluate_actions, split_episodes
+from zorkppo.examples import build_examples, split_episodes
 from zorkppo.io import write_json
 from zorkppo.model import load_causal_lm, load_tokenizer, resolve_device, seed_everything
 from zorkppo.quantize import (
@@ -20,6 +20,7 @@ from zorkppo.quantize import (
     quantized_linear_count,
 )
 from zorkppo.records import TRAJECTORIES, atomic_dir, read_table
+from zorkppo.scoring import evaluate_actions
 
 PROBE_PROMPTS = 8  # fixed held-out prompts whose logits are compared before/after
 

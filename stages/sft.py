@@ -18,13 +18,7 @@ from zorkppo.checkpoint import clear, fingerprint, keep_only_resumable
 from zorkppo.config import params_from_cli
 from zorkppo.distributed import close_replicas, init_replicas
 from zorkppo.errors import UserError, exit_on_user_error
-from zorkppo.examples import (
-    best_episodes,
-    build_examples,
-    evaluate_actions,
-    split_episodes,
-    with_command_form,
-)
+from zorkppo.examples import best_episodes, build_examples, split_episodes
 from zorkppo.io import write_json
 from zorkppo.model import (
     load_causal_lm,
@@ -35,6 +29,7 @@ from zorkppo.model import (
 )
 from zorkppo.quantize import quantization_config
 from zorkppo.records import TRAJECTORIES, atomic_dir, read_table
+from zorkppo.scoring import evaluate_actions
 from zorkppo.sft import train_lora
 
 
@@ -48,9 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     per_replica_batch = replicas.split(sft.batch_size, "sft.batch_size")
 
     # 1. Rows -> examples, split by episode, training rows filtered by source.
-    df = with_command_form(
-        read_table(paths.TRAJECTORIES, TRAJECTORIES).to_pandas(), sft.command_form
-    )
+    df = read_table(paths.TRAJECTORIES, TRAJECTORIES).to_pandas()
     train_ids, heldout_ids = split_episodes(
         df.episode_id, params.split.heldout_fraction, params.seed
     )

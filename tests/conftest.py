@@ -107,14 +107,14 @@ TINY_PIPELINE = {
         }
     },
     "prompt": {"history_turns": 2, "max_prompt_tokens": 128},
-    "sft": {"epochs": 1, "batch_size": 8, "max_new_tokens": 4},
+    # 2 epochs: the first update runs at the warm-up's learning rate 0
+    "sft": {"epochs": 2, "batch_size": 8, "max_new_tokens": 4},
 }
 
 
 # Every stage on tiny params, for `dvc repro` of the whole pipeline in a test (~1-2 minutes).
 TINY_DVC_PIPELINE = {
     **TINY_PIPELINE,
-    "sft": {"epochs": 1, "batch_size": 8, "max_new_tokens": 4},
     "ppo": {
         "num_envs": 2,
         "rollout_turns": 2,

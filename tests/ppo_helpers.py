@@ -1,15 +1,17 @@
-"""A tiny policy and PPO settings for fast PPO tests (no files, no game ROM)."""
+"""A tiny policy, PPO settings and runs for fast PPO tests (no files, no game ROM)."""
 
 import math
 
 import torch
+from toy_room import ToyRoom
 
 from zorkppo.config import PpoParams
-from zorkppo.envs import ToyRoom
+from zorkppo.envs import VecGames
 from zorkppo.model import attach_lora, build_tiny_llama, pretrain, train_tokenizer
 from zorkppo.modes import ConstrainedMode, rank_distribution
 from zorkppo.policy import Policy, ValueHead
 from zorkppo.prompt import Turn, render_prompt
+from zorkppo.trainer import PpoRun, start_episodes, train_iteration
 
 
 def toy_prompt() -> str:
@@ -45,6 +47,16 @@ def tiny_policy(
     return Policy(model, tokenizer, ValueHead(32), max_prompt_tokens=256, max_new_tokens=4)
 
 
+def with_random_value_head(policy: Policy, seed: int = 0) -> Policy:
+    """The policy with value-head weights drawn from N(0, 1): values that differ by prompt, so
+    a check that compares values can fail (a fresh head predicts 0 everywhere)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param in policy.value_head.parameters():
+            param.copy_(torch.randn(param.shape, generator=generator))
+    return policy
+
+
 def ppo_settings(**overrides) -> PpoParams:
     base = {
         "num_envs": 4,
@@ -56,8 +68,24 @@ def ppo_settings(**overrides) -> PpoParams:
         "max_steps": 6,
         "action_mode": "rank",
         "target_kl": 10.0,
+        # the settings these tests' learning was measured with (the shipped ones differ)
+        "temperature": 1.0,
+        "normalize_advantages": True,
+        "center_advantages": True,
+        "value_coef": 0.5,
+        "entropy_coef": 0.01,
     }
     return PpoParams(**{**base, **overrides})
+
+
+def run_iterations(policy, cfg, iterations, seed=0, games=None, history_turns=3):
+    """`iterations` PPO iterations in `games` (default: cfg.num_envs toy rooms, in process).
+    Returns [(metrics, rows)] per iteration, and the run and its episodes."""
+    games = games or VecGames(ToyRoom, cfg.num_envs, processes=False)
+    run = PpoRun.start(cfg, policy, seed)
+    episodes = start_episodes(games, history_turns)
+    history = [train_iteration(run, episodes)[:2] for _ in range(iterations)]
+    return history, run, episodes
 
 
 def best_command_probability(policy: Policy, mode: str = "rank") -> float:

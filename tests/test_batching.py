@@ -5,9 +5,9 @@ import random
 
 import pytest
 import torch
-from ppo_helpers import tiny_policy, toy_prompt
+from ppo_helpers import tiny_policy, toy_prompt, with_random_value_head
+from toy_room import ToyRoom
 
-from zorkppo.envs import ToyRoom
 from zorkppo.modes import GenerateMode, RankMode, action_mode, rank_distribution
 from zorkppo.policy import CPU_BATCH_TOKENS, Policy, length_buckets
 
@@ -53,7 +53,7 @@ def test_auto_budget_is_one_batch_for_an_8bit_model_on_cpu(tmp_path):
 @pytest.fixture(scope="module")
 def policies():
     """The same tiny policy twice: one batch of everything, and at most ~1 prompt per forward."""
-    one_batch, grouped = tiny_policy(), tiny_policy()
+    one_batch, grouped = (with_random_value_head(tiny_policy()) for _ in range(2))
     one_batch.max_batch_tokens, grouped.max_batch_tokens = 0, 1
     return one_batch, grouped
 
@@ -62,7 +62,9 @@ def test_grouped_values_and_greedy_commands_match_one_batch(policies):
     one_batch, grouped = policies
     prompts = prompts_of_different_lengths()
     ids = one_batch.encode_prompts(prompts)
-    assert torch.allclose(one_batch.values(ids), grouped.values(ids), atol=1e-5)
+    values = one_batch.values(ids)
+    assert values.std() > 0.01  # the prompts' values differ: a mix-up would show
+    assert torch.allclose(values, grouped.values(ids), atol=1e-5)
     candidates = [list(ToyRoom.COMMANDS), list(ToyRoom.COMMANDS[:3])] * 2 + [["look"]]
     for name in ("generate", "rank", "constrained"):
         mode = action_mode(name)

@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 
 import pytest
 from conftest import ROOT
@@ -22,10 +23,11 @@ TINY = {
 
 
 def test_episode_specs_are_seeded_and_ordered():
-    specs = episode_specs({"random": 2, "walkthrough": 1}, max_steps=5, seed=1)
+    specs = episode_specs({"random": 2, "walkthrough": 1}, seed=1)
     assert [s.episode_id for s in specs] == ["walkthrough-0000", "random-0000", "random-0001"]
-    assert specs == episode_specs({"random": 2, "walkthrough": 1}, max_steps=5, seed=1)
-    assert specs[1].agent_seed != episode_specs({"random": 2}, 5, seed=2)[0].agent_seed
+    assert specs == episode_specs({"random": 2, "walkthrough": 1}, seed=1)
+    assert specs[1].agent_seed == zlib.crc32(b"1/random-0000")
+    assert specs[1].agent_seed != episode_specs({"random": 2}, seed=2)[0].agent_seed
 
 
 def test_collect_stage_smoke(project):
@@ -80,13 +82,14 @@ def test_collect_stage_with_missing_rom_fails_cleanly(project):
 
 
 def test_human_source_records_keyboard_play(rom_path, monkeypatch):
-    from zorkppo.collect import EpisodeSpec, play_episode
-    from zorkppo.game import ZorkGame
+    from zorkppo.collect import EpisodeSpec, play_specs
+    from zorkppo.envs import VecGames, zork_factory
 
     # An arrow key's escape sequence must be cleaned, never sent to the engine.
     monkeypatch.setattr(sys, "stdin", io.StringIO("open mailbox\n\x1b[Atake leaflet\nquit\n"))
     monkeypatch.setattr(sys, "stdout", io.StringIO())
-    rows = play_episode(ZorkGame(rom_path), EpisodeSpec("human-0000", "human", 0, 10))
+    games = VecGames(zork_factory(str(rom_path), 12), 1, processes=False)
+    rows = play_specs(games, [EpisodeSpec("human-0000", "human", 0)], max_steps=10)
     assert [r["action"] for r in rows] == ["open mailbox", "[Atake leaflet"]
     assert [r["source"] for r in rows] == ["human", "human"]
 

@@ -83,8 +83,11 @@ def test_every_stage_lists_the_code_it_runs():
     stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
     missing = {}
     for name, stage in stages.items():
-        entry = root / (stage["cmd"].split("-m ")[1].split()[0].replace(".", "/") + ".py")
-        needed = {str(p.relative_to(root)) for p in project_imports(entry, root, {entry})}
+        # `python -m MODULE [MODULE]`: the launcher and the stage module it starts
+        modules = stage["cmd"].split("-m ")[1].split()
+        needed = set()
+        for entry in (root / (m.replace(".", "/") + ".py") for m in modules):
+            needed |= {str(p.relative_to(root)) for p in project_imports(entry, root, {entry})}
         unlisted = sorted(needed - set(stage["deps"]) - NOT_RESULTS)
         if unlisted:
             missing[name] = unlisted

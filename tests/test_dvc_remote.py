@@ -76,7 +76,7 @@ def remote(action, cwd, env, ok=True):
 
 
 def add_remote(root, env, endpoint, key_id, secret):
-    """As README shows for Tencent Cloud COS: url and endpoint committed, credentials local."""
+    """As docs/remote.md shows for Tencent Cloud COS: url and endpoint committed, credentials local."""
     for args in (
         ["remote", "add", "-f", "-d", "storage", f"s3://{BUCKET}/{root.name}"],
         ["remote", "modify", "storage", "endpointurl", endpoint],

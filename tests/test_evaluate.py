@@ -1,33 +1,20 @@
-"""Evaluation: walkthrough ceiling, random baseline, metrics schema, README table, watch/play."""
+"""Evaluation: walkthrough ceiling, random baseline, metrics, README table, watch/play."""
 
 import io
 import json
+import random
 import sys
+from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from zorkppo import results_table
+from zorkppo.config import parse_params
 from zorkppo.curve import write_curve
 from zorkppo.envs import VecGames, zork_factory
-from zorkppo.evaluate import (
-    agent_chooser,
-    pick_episodes,
-    play_episodes,
-    summarize,
-    walkthrough_chooser,
-)
+from zorkppo.evaluate import agent_chooser, pick_episodes, play, summarize
 from zorkppo.game import ZorkGame
-
-METRIC_KEYS = {
-    "episodes",
-    "score_mean",
-    "score_std",
-    "score_max",
-    "moves_mean",
-    "unique_locations_mean",
-    "valid_command_rate",
-    "deaths",
-}
 
 
 @pytest.fixture(scope="module")
@@ -42,22 +29,64 @@ def test_walkthrough_agent_scores_what_the_walkthrough_reaches(games, rom_path):
     walkthrough = game.walkthrough()
     for command in walkthrough[:40]:
         expected = game.step(command).score
-    rows = play_episodes("walkthrough", games, walkthrough_chooser(walkthrough), 40, 3)
+    choose = agent_chooser("walkthrough", parse_params({}), "greedy", walkthrough)
+    rows = play("walkthrough", games, choose, 1, 40, 3)
+    assert [r["action"] for r in rows] == walkthrough[:40]
     summary = summarize(rows)
-    assert summary["score_mean"] == summary["score_max"] == expected and expected > 0
+    assert summary["score_mean"] == summary["score_max"] == expected == 59
     assert summary["score_std"] == 0 and summary["deaths"] == 0
 
 
-def test_random_agent_plays_within_the_game_range(games):
-    rows = play_episodes("random", games, agent_chooser("random", seed=3), 15, 3)
-    summary = summarize(rows)
-    assert set(summary) == METRIC_KEYS
-    assert -10 <= summary["score_mean"] <= 350 and summary["unique_locations_mean"] >= 1
-    assert 0 <= summary["valid_command_rate"] <= 1 and summary["episodes"] == 2
-    again = play_episodes("random", games, agent_chooser("random", seed=3), 15, 3)
-    assert [r["action"] for r in again] == [r["action"] for r in rows]  # seeded
+def test_random_agent_plays_its_seeded_draws_over_the_valid_actions(games, rom_path):
+    """Episode i's agent draws from random.Random(seed * 1000 + i) over Jericho's valid
+    actions: replayed by hand in a game of its own, it types the same commands."""
+    choose = agent_chooser("random", parse_params({"seed": 3}), "sample", [])
+    rows = play("random", games, choose, 2, 15, 3)
+    assert {r["episode"] for r in rows} == {0, 1}
+    game, rng = ZorkGame(rom_path), random.Random(3 * 1000 + 1)
+    game.reset()
+    for row in [r for r in rows if r["episode"] == 1]:
+        command = rng.choice(game.valid_actions())
+        assert row["action"] == command
+        assert row["score"] == game.step(command).score
+    again = play(
+        "random", games, agent_chooser("random", parse_params({"seed": 3}), "", []), 2, 15, 3
+    )
+    assert again == rows
+
+
+def test_summary_and_picked_episodes_hand_values():
+    def row(episode, step, score, location, changed, died=False):
+        return {
+            "episode": episode,
+            "step": step,
+            "score": score,
+            "moves": step + 1,
+            "location": location,
+            "world_changed": changed,
+            "died": died,
+        }
+
+    rows = [
+        row(0, 0, 0, "West of House", True),
+        row(0, 1, 5, "North of House", True),
+        row(1, 0, 0, "West of House", False),
+        row(1, 1, 0, "West of House", True),
+        row(1, 2, -10, "Forest", True, died=True),
+        row(2, 0, 0, "West of House", False),
+    ]
+    assert summarize(rows) == {
+        "episodes": 3,
+        "score_mean": pytest.approx(-5 / 3),
+        "score_std": pytest.approx(6.2360956),  # population std of 5, -10, 0
+        "score_max": 5,
+        "moves_mean": pytest.approx(2.0),  # 2, 3, 1
+        "unique_locations_mean": pytest.approx(5 / 3),  # 2, 2, 1
+        "valid_command_rate": pytest.approx(4 / 6),
+        "deaths": 1,
+    }
     picked = pick_episodes(rows)
-    assert picked["best"][-1]["score"] >= picked["median"][-1]["score"]
+    assert picked["best"][0]["episode"] == 0 and picked["median"][0]["episode"] == 2
 
 
 def sample_metrics():
@@ -119,17 +148,13 @@ def test_results_table_renders_and_checks(tmp_path, monkeypatch):
     assert results_table.main(["--check"]) == 0
 
 
-def test_results_table_snapshots_the_no_walkthrough_run(tmp_path, monkeypatch):
-    """--snapshot copies the workspace's run and fills only the no-walkthrough section."""
+def test_experiment_sections_render_one_seed_and_the_mean_over_several(tmp_path, monkeypatch):
+    """results:NAME renders reports/NAME/seed-N/: one seed as the single table with its
+    curve; several as each agent's mean over the seeds ± the std between the seeds' means."""
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="no run to snapshot"):
-        results_table.main(["--snapshot"])
     readme = tmp_path / "README.md"
-    readme.write_text(SECTIONS)
-    (tmp_path / "reports/eval").mkdir(parents=True)
-    (tmp_path / "reports/eval/metrics.json").write_text(json.dumps(sample_metrics()))
-    (tmp_path / "reports/eval/scores.png").write_bytes(b"png")
-    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    readme.write_text("<!-- results:x:start -->\nold\n<!-- results:x:end -->\n")
+    assert results_table.main([]) == 0 and "old" in readme.read_text()  # no run: left alone
     point = {
         "iteration": 0,
         "env_steps": 0,
@@ -142,53 +167,65 @@ def test_results_table_snapshots_the_no_walkthrough_run(tmp_path, monkeypatch):
         "training_episode_score_mean": "",
     }
     later = point | {"iteration": 8, "env_steps": 512, "training_episodes": 3}
-    write_curve(
-        [point, later | {"training_episode_score_mean": 12.5}], tmp_path / "reports/ppo/curve.tsv"
-    )
-    (tmp_path / "reports/ppo/learning_curve.png").write_bytes(b"png")
-    assert results_table.main(["--snapshot"]) == 0
+
+    def seed(n: int, sampled: float, greedy: float) -> None:
+        folder = tmp_path / f"reports/x/seed-{n}"
+        folder.mkdir(parents=True)
+        metrics = sample_metrics()
+        metrics["agents"]["ppo"]["sample"]["score_mean"] = sampled
+        metrics["agents"]["ppo"]["greedy"]["score_mean"] = greedy
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        run = {"commit": f"{n}" * 40, "seconds": 600 * (n + 1), "command": "exp run"}
+        (folder / "run.json").write_text(json.dumps(run))
+        write_curve([point, later | {"training_episode_score_mean": 12.5}], folder / "curve.tsv")
+
+    seed(0, 20.0, 35.0)
+    assert results_table.main([]) == 0
     text = readme.read_text()
-    default, no_walkthrough = text.split("<!-- results:end -->")
-    assert "old" in default  # the workspace holds the experiment: the default table stays
-    assert "| ppo | 35 | 20.0 ± 2.0 | 15 |" in no_walkthrough
-    assert "| 0 | 0 | 30 | 20.0 ± 5.0 | 25 | 2 | 0 |" in no_walkthrough
-    assert "| 8 | 512 | 30 | 20.0 ± 5.0 | 25 | 2 | 3 (12.5) |" in no_walkthrough
-    snapshot = tmp_path / "reports/no_walkthrough"
-    assert sorted(p.name for p in snapshot.iterdir()) == [
-        "curve.tsv",
-        "learning_curve.png",
-        "metrics.json",
-        "params.yaml",
-        "scores.png",
-    ]
-
-
-def test_readme_table_matches_committed_metrics():
-    """README's results come from reports/eval/metrics.json through the script, not by hand."""
+    assert "| ppo | 35 | 20.0 ± 2.0 | 15 |" in text
+    assert "| 8 | 512 | 30 | 20.0 ± 5.0 | 25 | 2 | 3 (12.5) |" in text
+    assert "seed 0: commit `0000000`, 10 min" in text
+    seed(1, 30.0, 40.0)
+    seed(2, 40.0, 45.0)
+    assert results_table.main([]) == 0
+    text = readme.read_text()
+    # sampled means 20, 30, 40: mean 30, population std 8.16; greedy 35, 40, 45: 40 ± 4.08
+    assert "| ppo | 40.0 ± 4.1 | 30.0 ± 8.2 | 20.0 / 30.0 / 40.0 | 15 | 3 |" in text
+    assert "training seeds 0, 1, 2" in text and "seed 2: commit `2222222`, 30 min" in text
     assert results_table.main(["--check"]) == 0
 
 
+def test_committed_readme_tables_match_the_committed_metrics():
+    """README's results come from the metrics files through the script, not by hand. Checked
+    on the committed state: a user's own `make repro` rewrites reports/, not the commit."""
+    readme = results_table.Committed(ROOT).read(Path("README.md"))
+    if readme is None:
+        pytest.skip("not a git checkout")
+    assert results_table.updated_readme(readme, results_table.Committed(ROOT)) == readme
+
+
 def test_watch_and_human_play(project, monkeypatch):
-    from zorkppo import play
-    from zorkppo.records import TRAJECTORIES, read_table
+    from zorkppo import play as play_module
 
     project.write_params({})
     screen = io.StringIO()
-    play.watch(
+    rows = play_module.watch(
         "walkthrough",
-        play.load_params("params.yaml"),
+        play_module.load_params("params.yaml"),
         max_steps=3,
         delay=0,
         greedy=True,
         out=screen,
     )
+    assert [r["action"] for r in rows] == ["N", "N", "U"]
     assert "> N" in screen.getvalue() and "final score 0 after 3 turns" in screen.getvalue()
 
     monkeypatch.setattr(sys, "stdin", io.StringIO("open mailbox\ntake leaflet\n"))
-    monkeypatch.setattr(sys, "stdout", io.StringIO())
-    play.main(["--human", "--record", "human.parquet"])
-    table = read_table("human.parquet", TRAJECTORIES).to_pandas()
-    assert list(table.action) == ["open mailbox", "take leaflet"] and set(table.source) == {"human"}
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    play_module.main(["--human"])
+    assert "Opening the small mailbox reveals a leaflet." in out.getvalue()
+    assert out.getvalue().rstrip().endswith("final score 0 after 2 turns")
 
 
 def test_evaluate_refuses_missing_models_before_playing(project, capsys):

@@ -301,18 +301,3 @@ def test_trajectory_examples_use_the_episode_history():
     assert [e.action for e in examples] == ["north", "south"]
     assert "> north\nreply 1" in examples[1].prompt
     assert episode_transcripts(df) == ["reply 0\n> north\nreply 1\n> south\n"]
-
-
-def test_command_form_valid_replaces_played_commands_where_a_valid_form_exists():
-    from zorkppo.examples import build_examples, with_command_form
-
-    df = one_episode(
-        ["N", "Get egg", "xyzzy"],
-        ["north", "take all from nest", ""],
-        ["north", "take all from nest"],
-    )
-    assert with_command_form(df, "played") is df
-    examples = build_examples(with_command_form(df, "valid"), None, history_turns=3)
-    # no valid form (""): the command stays as played
-    assert [e.action for e in examples] == ["north", "take all from nest", "xyzzy"]
-    assert "> north\nreply 1\n> take all from nest\nreply 2" in examples[2].prompt

@@ -1,15 +1,15 @@
 """Constrained generation (zorkppo.modes.ConstrainedMode) and the one interface of all modes."""
 
 import math
-import random
 
 import pytest
 import torch
-from ppo_helpers import ppo_settings, tiny_policy, toy_prompt
+from ppo_helpers import ppo_settings, tiny_policy, toy_prompt, with_random_value_head
+from toy_room import ToyRoom
 
-from zorkppo.envs import ToyRoom
+from zorkppo.envs import VecGames
 from zorkppo.modes import CommandTrie, ConstrainedMode, action_mode
-from zorkppo.trainer import play_turns, start_rollout
+from zorkppo.trainer import PpoRun, play_turns, start_episodes
 
 # "north" is a prefix of "north east" and "open" of "open door": the end of a command is only
 # allowed where one is complete, and both stay reachable.
@@ -18,7 +18,7 @@ VALID = ["north", "north east", "open", "open door", "pull", "look", "wait"]
 
 @pytest.fixture(scope="module")
 def policy():
-    return tiny_policy(pretrain_steps=20)
+    return with_random_value_head(tiny_policy(pretrain_steps=20))
 
 
 def prompts(n: int) -> list[str]:
@@ -80,24 +80,45 @@ def test_rollout_and_update_log_probs_agree(policy):
     mode = ConstrainedMode()
     tries = mode._tries(policy, [VALID] * 6)
     ids = policy.encode_prompts(prompts(6))
-    drawn = policy.sample_tokens(ids, torch.Generator().manual_seed(2), tries)
+    drawn = mode._sample(policy, ids, torch.Generator().manual_seed(2), tries)
     budget, policy.max_batch_tokens = policy.max_batch_tokens, 0  # one forward: the same draws
     try:
         samples = mode.act(policy, prompts(6), [VALID] * 6, torch.Generator().manual_seed(2), None)
     finally:
         policy.max_batch_tokens = budget
     # the sampler's incremental (KV-cached) log-probs, the rollout's and the update's rescoring
-    assert [s.options[0] for s in samples] == [tokens for tokens, _ in drawn]
-    sampler = torch.tensor([math.fsum(logps) for _, logps in drawn])
+    assert [s.options[0] for s in samples] == [d.tokens for d in drawn]
+    sampler = torch.tensor([math.fsum(d.logps) for d in drawn])
     rollout = torch.tensor([s.logprob for s in samples])
     terms = mode.rescore(policy, samples)
     assert torch.allclose(sampler, rollout, atol=1e-5)
     assert torch.allclose(terms["logprob"].detach(), rollout, atol=1e-5)
-    assert torch.allclose(terms["values"].detach(), torch.tensor([s.value for s in samples]))
+    values = torch.tensor([s.value for s in samples])
+    assert values.std() > 0.01  # the six prompts' values differ: a mix-up would show
+    assert torch.allclose(terms["values"].detach(), values, atol=1e-5)
     # no update yet: the policy is the rollout policy (JS 0), and LoRA starts as the reference
     assert float(terms["js"]) == pytest.approx(0.0, abs=1e-6)
     assert float(terms["kl"]) == pytest.approx(0.0, abs=1e-6)
     assert float(terms["entropy"]) > 0.0
+
+
+def test_generated_rollout_scores_agree_with_the_update_rescoring(policy):
+    """Generate mode keeps the sampler's own distributions and the prompt's value from its
+    first forward: the update's full forward over prompt and command must give the same."""
+    mode = action_mode("generate")
+    budget, policy.max_batch_tokens = policy.max_batch_tokens, 0
+    try:
+        samples = mode.act(policy, prompts(6), None, torch.Generator().manual_seed(5), None)
+    finally:
+        policy.max_batch_tokens = budget
+    terms = mode.rescore(policy, samples)
+    rollout = torch.tensor([s.logprob for s in samples])
+    assert torch.allclose(terms["logprob"].detach(), rollout, atol=1e-5)
+    values = torch.tensor([s.value for s in samples])
+    assert values.std() > 0.01
+    assert torch.allclose(terms["values"].detach(), values, atol=1e-5)
+    assert float(terms["js"]) == pytest.approx(0.0, abs=1e-6)  # the same top-k distributions
+    assert float(terms["kl"]) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_rescore_sends_finite_gradients_to_lora(policy):
@@ -113,42 +134,13 @@ def test_rescore_sends_finite_gradients_to_lora(policy):
     policy.model.zero_grad()
 
 
-@pytest.mark.parametrize("name", ["rank", "constrained"])
-def test_exploring_rollouts_play_drawn_valid_actions_with_their_importance_weight(name, policy):
-    mode = action_mode(name, max_candidates=len(VALID), explore=0.9)
-    generator, rng = torch.Generator().manual_seed(4), random.Random(4)
-    played, weights = set(), []
-    for _ in range(10):
-        for s in mode.act(policy, prompts(6), [VALID] * 6, generator, rng):
-            played.add(s.command)
-            weights.append(s.weight)
-            # pi / (0.1 pi + 0.9 / 7), truncated at 1, from the sample's own log-prob
-            pi = math.exp(s.logprob)
-            assert s.weight == pytest.approx(min(1.0, pi / (0.1 * pi + 0.9 / len(VALID))))
-    assert played == set(VALID)  # 60 turns, 9 in 10 of them uniform over 7 commands
-    assert min(weights) < 1.0  # some drawn command was one the policy rarely plays
-    # off (the default), the rollouts are the policy's own: every weight 1
-    samples = action_mode(name, len(VALID)).act(policy, prompts(6), [VALID] * 6, generator, rng)
-    assert all(s.weight == 1.0 for s in samples)
-
-
-def test_generate_mode_cannot_explore():
-    with pytest.raises(ValueError, match="valid actions"):
-        action_mode("generate", explore=0.1)
-
-
 @pytest.mark.parametrize("name", ["generate", "rank", "constrained"])
 def test_every_mode_plays_rollout_turns_through_one_interface(name):
     policy = tiny_policy()
     cfg = ppo_settings(action_mode=name, num_envs=2, rollout_turns=2)
-    from zorkppo.envs import VecGames
-
-    games = VecGames(ToyRoom, 2, processes=False)
-    rollout = start_rollout(games, 3)
-    mode = action_mode(name, cfg.max_candidates)
-    samples, records = play_turns(
-        policy, mode, games, rollout, cfg, torch.Generator().manual_seed(0), random.Random(0)
-    )
+    run = PpoRun.start(cfg, policy, seed=0)
+    mode = run.mode
+    samples, records, _ = play_turns(run, start_episodes(VecGames(ToyRoom, 2, processes=False), 3))
     assert len(samples) == len(records) == 2 and all(len(turn) == 2 for turn in samples)
     if mode.needs_valid_actions:  # rank and constrained only ever play valid commands
         assert all(r["command"] in ToyRoom.COMMANDS for turn in records for r in turn)

@@ -1,41 +1,36 @@
 """PPO behaviour: rewards, token masks, rank mode, what an update touches, and real learning."""
 
-import random
-
 import pytest
 import torch
 from ppo_helpers import best_command_probability, ppo_settings, tiny_policy, toy_prompt
+from ppo_helpers import run_iterations as run_with_state
+from toy_room import ToyRoom
 
 from zorkppo.config import RewardParams, parse_params
-from zorkppo.envs import ToyRoom, VecGames
+from zorkppo.envs import VecGames
+from zorkppo.episodes import Step
 from zorkppo.errors import UserError
+from zorkppo.game import GameState
 from zorkppo.model import recompute_layer_activations
 from zorkppo.modes import action_mode, rank_distribution
-from zorkppo.ppo import AdaptiveKLController
 from zorkppo.rewards import reward_terms
-from zorkppo.trainer import advantages_per_game, rollout_kl, start_rollout, train_iteration
+from zorkppo.trainer import advantages_per_game, rollout_kl
 
 
 def run_iterations(policy, cfg, iterations, seed=0):
-    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)
-    controller = AdaptiveKLController(0.2)
-    games = VecGames(ToyRoom, cfg.num_envs, processes=False)
-    rollout = start_rollout(games, 3)
-    generator, rng = torch.Generator().manual_seed(seed), random.Random(seed)
-    step, history = 0, []
-    for _ in range(iterations):
-        metrics, rows, updates = train_iteration(
-            policy, games, rollout, optimizer, controller, cfg, step, 100, generator, rng
-        )
-        step += updates
-        history.append((metrics, rows))
-    return history
+    return run_with_state(policy, cfg, iterations, seed)[0]
+
+
+def a_step(reward=0, died=False, world_changed=True, new_location=False, visits=1) -> Step:
+    state = GameState("", "", "", "Room", 0, 0, 0, False, False, False, "h0")
+    after = GameState("", "", "", "Room", reward, 1, reward, died, False, died, "h1")
+    return Step(0, 0, 0, state, "x", after, world_changed, new_location, visits, None, None)
 
 
 def test_reward_terms_hand_values():
     weights = RewardParams(score=1.0, new_location=1.0, death=-5.0, valid_command=0.1, novelty=0.2)
     # +10 score, new room, alive, world changed, first visit: 10 + 1 + 0 + 0.1 + 0.2/sqrt(1)
-    assert reward_terms(10, True, False, True, 1, weights) == {
+    assert reward_terms(a_step(10, new_location=True), weights) == {
         "score": 10.0,
         "new_location": 1.0,
         "death": -0.0,
@@ -43,7 +38,7 @@ def test_reward_terms_hand_values():
         "novelty": 0.2,
     }
     # died (the game already took 10 points), nothing new, 4th visit: novelty 0.2/2
-    terms = reward_terms(-10, False, True, True, 4, weights)
+    terms = reward_terms(a_step(-10, died=True, visits=4), weights)
     assert terms == {
         "score": -10.0,
         "new_location": 0.0,
@@ -52,7 +47,7 @@ def test_reward_terms_hand_values():
         "novelty": 0.1,
     }
     # a command that changed nothing earns no novelty, however rarely its state was seen
-    assert reward_terms(0, False, False, False, 1, weights)["novelty"] == 0.0
+    assert reward_terms(a_step(world_changed=False), weights)["novelty"] == 0.0
 
 
 def test_only_option_tokens_carry_log_probs():
@@ -138,21 +133,6 @@ def test_rollout_records_are_consistent():
         "score/current",
     ):
         assert key in metrics, key
-
-
-def test_games_baseline_judges_each_turn_against_the_other_games():
-    """ppo.baseline games: a row's advantage is its return minus the mean return of the
-    other games at the same turn, so each turn's advantages sum to zero."""
-    cfg = ppo_settings(num_envs=3, rollout_turns=4, ppo_epochs=1, baseline="games")
-    ((_, rows),) = run_iterations(tiny_policy(), cfg, 1)
-    for t in range(4):
-        turn = rows[3 * t : 3 * t + 3]  # rows go turn by turn, the games in order within one
-        total = sum(r["return"] for r in turn)
-        for r in turn:
-            assert r["advantage"] == pytest.approx(
-                r["return"] - (total - r["return"]) / 2, abs=1e-5
-            )
-        assert sum(r["advantage"] for r in turn) == pytest.approx(0.0, abs=1e-5)
 
 
 def test_state_baseline_judges_each_turn_against_the_other_games_in_its_state():

@@ -83,22 +83,6 @@ def test_normalize() -> None:
     close(ppo.normalize(t(1.0, 3.0), moments=(2.0, 0.5, 4), center=False), [2.0, 6.0])
 
 
-def test_leave_one_out_advantages() -> None:
-    # Turn 0: returns 3, 0, 0 -> baselines (0+0)/2 = 0, (3+0)/2 = 1.5, 1.5 -> A = 3, -1.5, -1.5.
-    # Turn 1: every game 2 -> baseline 2 -> A = 0 (no game did better than the others).
-    returns = torch.tensor([[3.0, 0.0, 0.0], [2.0, 2.0, 2.0]], dtype=torch.float64)
-    close(ppo.leave_one_out_advantages(returns), [[3.0, -1.5, -1.5], [0.0, 0.0, 0.0]])
-    # Totals over a larger set (another replica holds games with returns 6 and 0 at turn 0,
-    # 2 and 2 at turn 1): turn 0 sums 9 over 5 games -> game 0: 3 - (9 - 3)/4 = 1.5.
-    totals = torch.tensor([[9.0], [10.0]], dtype=torch.float64)
-    close(
-        ppo.leave_one_out_advantages(returns, totals, 5),
-        [[1.5, -2.25, -2.25], [0.0, 0.0, 0.0]],
-    )
-    # One game alone has no other to compare with: no signal.
-    close(ppo.leave_one_out_advantages(returns[:, :1]), [[0.0], [0.0]])
-
-
 def test_same_state_advantages() -> None:
     # Three games, two turns; states a, b, c. Returns:
     #   turn 0: a 4 (game 0), a 1 (game 1), b 7 (game 2)
@@ -167,27 +151,6 @@ def test_policy_loss_clipped() -> None:
     loss.backward()
     # The clipped term of s0 has no gradient; s1 does: d/dlogp (-2 * r) / 4 = -2*0.5/4 = -0.25
     close(new.grad, [0.0, -0.25, 0.25, 0.0])
-
-
-def test_policy_loss_weights_each_turn() -> None:
-    # test_policy_loss_unclipped's turns with weights 0.5 and 1: (-1.1 * 0.5 + 0.9) / 2 = 0.175.
-    # The clip fraction and KL are the ratios' own: weights do not change them.
-    new = torch.log(t(1.1, 0.9)).requires_grad_()
-    loss, clip_frac, kl = ppo.policy_loss(new, t(0, 0), t(1, -1), clip=0.2, weights=t(0.5, 1))
-    close(loss.detach(), torch.tensor(0.175))
-    close(kl, torch.tensor(0.0050252))
-    loss.backward()
-    # d/dlogp of w * (-A * r) / 2: -0.5 * 1.1 / 2 = -0.275; -1 * (-0.9) / 2 = 0.45
-    close(new.grad, [-0.275, 0.45])
-
-
-def test_exploration_weight_is_pi_over_the_mixture_truncated_at_one() -> None:
-    # epsilon 0.1 over 10 commands: mu = 0.9 pi + 0.01
-    # pi 0.01: mu 0.019 -> 0.01 / 0.019 = 0.5263158
-    # pi 0.9: mu 0.82 -> 1.0975610, truncated to 1
-    assert ppo.exploration_weight(math.log(0.01), 0.1, 10) == pytest.approx(0.5263158)
-    assert ppo.exploration_weight(math.log(0.9), 0.1, 10) == 1.0
-    assert ppo.exploration_weight(math.log(1e-6), 0.0, 10) == 1.0  # no exploration: on-policy
 
 
 def test_value_loss_clipped_picks_max() -> None:

@@ -7,18 +7,15 @@ episode starts on the branch and lasts one turn, so PPO sees that choice again a
 """
 
 import math
-import random
 from functools import partial
 
-import torch
 from ppo_helpers import ppo_settings, tiny_policy
 
 from zorkppo.config import RewardParams
 from zorkppo.envs import VecGames
 from zorkppo.game import ZorkGame
 from zorkppo.modes import ConstrainedMode
-from zorkppo.ppo import AdaptiveKLController
-from zorkppo.trainer import prompts_for, start_rollout, train_iteration
+from zorkppo.trainer import PpoRun, start_episodes, train_iteration
 
 OPENING = ("north", "north", "up")
 SCORING = "take all from nest"
@@ -34,9 +31,9 @@ class UpTheTree(ZorkGame):
         return state
 
 
-def command_probabilities(policy, rollout, valid) -> dict[str, float]:
+def command_probabilities(policy, episodes, valid) -> dict[str, float]:
     """The constrained policy's distribution over the valid commands on the branch."""
-    prompt = prompts_for(rollout, policy.tokenizer, only=[0])[0]
+    prompt = episodes.prompts(policy.tokenizer, only=[0])[0]
     logprobs = ConstrainedMode().command_logprobs(policy, prompt, valid)
     return {command: math.exp(logprob) for command, logprob in logprobs.items()}
 
@@ -47,28 +44,21 @@ def test_constrained_ppo_raises_the_scoring_command_in_zork(rom_path):
     (P(take all from nest) ~1e-8), so the test plays in constrained mode, where each token is
     a choice among the valid continuations and the 4-token command starts near 1/10."""
     games = VecGames(partial(UpTheTree, rom_path, 12), 4, processes=False)
-    rollout = start_rollout(games, 3)
-    valid = games.call("valid_actions", only=[0])[0]
-    assert rollout.states[0].location == "Up a Tree" and SCORING in valid and len(valid) == 5
-    policy = tiny_policy(0, prompt=prompts_for(rollout, None, only=[0])[0], commands=valid)
-    before = command_probabilities(policy, rollout, valid)
+    episodes = start_episodes(games, 3)
+    valid = episodes.valid_actions(only=[0])[0]
+    assert episodes.current[0].state.location == "Up a Tree"
+    assert SCORING in valid and len(valid) == 5
+    policy = tiny_policy(0, prompt=episodes.prompts(None, only=[0])[0], commands=valid)
+    before = command_probabilities(policy, episodes, valid)
     cfg = ppo_settings(
         action_mode="constrained",
         max_steps=1,  # one turn an episode: back on the branch after every choice
         rewards=RewardParams(score=1.0, new_location=0.0, death=-5.0, valid_command=0.0),
         target_kl=0.1,  # the shipped early stop, not a loosened one
     )
-    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate)
-    controller = AdaptiveKLController(cfg.kl.init_coef)
-    generator, rng = torch.Generator().manual_seed(0), random.Random(0)
-    step, score_rewards = 0, []
-    for _ in range(5):
-        metrics, _, updates = train_iteration(
-            policy, games, rollout, optimizer, controller, cfg, step, 100, generator, rng
-        )
-        step += updates
-        score_rewards.append(metrics["reward/score"])
-    after = command_probabilities(policy, rollout, valid)
+    run = PpoRun.start(cfg, policy, seed=0)
+    score_rewards = [train_iteration(run, episodes)[0]["reward/score"] for _ in range(5)]
+    after = command_probabilities(policy, episodes, valid)
     assert 0.05 < before[SCORING] < 0.2, before
     assert after[SCORING] > 2 * before[SCORING] and after[SCORING] > before[SCORING] + 0.1, (
         before,

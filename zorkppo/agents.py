@@ -1,7 +1,9 @@
-"""Baseline agents behind one interface: act(game, state, valid_actions) -> command | None.
+"""Baseline agents behind one interface, and the chooser that plays them in `Episodes`.
 
-None means the agent has nothing more to say (walkthrough exhausted, human typed EOF)
-and ends the episode.
+act(state, valid_actions, outcomes) -> command | None. `valid_actions` are Jericho's (None
+for an agent that does not read them), `outcomes` the state each leads to when the agent
+`looks_ahead` (the explorer), else None. None means the agent
+has nothing more to say (walkthrough exhausted, human typed EOF) and ends the episode.
 """
 
 from __future__ import annotations
@@ -10,19 +12,22 @@ import math
 import random
 import sys
 from collections import Counter
+from collections.abc import Callable
 from typing import TextIO
 
-from zorkppo.game import GameState, ZorkGame, clean_command
+from zorkppo.episodes import Episodes
+from zorkppo.game import GameState, clean_command
 
 
 class Agent:
     name = "agent"
     needs_valid_actions = True
+    looks_ahead = False
 
-    def reset(self, game: ZorkGame, seed: int) -> None:
+    def reset(self, seed: int) -> None:
         """Start of an episode."""
 
-    def act(self, game: ZorkGame, state: GameState, valid_actions: list[str]) -> str | None:
+    def act(self, state: GameState, valid_actions: list[str], outcomes) -> str | None:
         raise NotImplementedError
 
 
@@ -32,11 +37,13 @@ class WalkthroughAgent(Agent):
     name = "walkthrough"
     needs_valid_actions = False
 
-    def reset(self, game: ZorkGame, seed: int) -> None:
-        self.commands = game.walkthrough()
+    def __init__(self, commands: list[str]):
+        self.commands = list(commands)
+
+    def reset(self, seed):
         self.position = 0
 
-    def act(self, game, state, valid_actions):
+    def act(self, state, valid_actions, outcomes):
         if self.position >= len(self.commands):
             return None
         self.position += 1
@@ -48,35 +55,34 @@ class RandomAgent(Agent):
 
     name = "random"
 
-    def reset(self, game, seed):
+    def reset(self, seed):
         self.rng = random.Random(seed)
 
-    def act(self, game, state, valid_actions):
+    def act(self, state, valid_actions, outcomes):
         return self.rng.choice(valid_actions) if valid_actions else "look"
 
 
 class ExplorerAgent(Agent):
-    """Greedy novelty seeker: looks one step ahead with save/restore and prefers commands
-    that reach unseen rooms, then rarely seen world states, never death."""
+    """Greedy novelty seeker: looks one step ahead and prefers commands that reach unseen
+    rooms, then rarely seen world states, never death."""
 
     name = "explorer"
+    looks_ahead = True
 
-    def reset(self, game, seed):
+    def reset(self, seed):
         self.rng = random.Random(seed)
         self.state_visits: Counter[str] = Counter()
         self.rooms_seen: set[str] = set()
 
-    def act(self, game, state, valid_actions):
+    def act(self, state, valid_actions, outcomes):
         self.state_visits[state.world_hash] += 1
         self.rooms_seen.add(state.location)
         if not valid_actions:
             return "look"
-        saved = game.save()
-        scored = []
-        for command in valid_actions:
-            outcome = game.step(command)
-            game.restore(saved)
-            scored.append((self._novelty(state, outcome), self.rng.random(), command))
+        scored = [
+            (self._novelty(state, outcome), self.rng.random(), command)
+            for command, outcome in zip(valid_actions, outcomes, strict=True)
+        ]
         return max(scored)[2]
 
     def _novelty(self, before: GameState, after: GameState) -> float:
@@ -98,7 +104,7 @@ class HumanAgent(Agent):
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
 
-    def act(self, game, state, valid_actions):
+    def act(self, state, valid_actions, outcomes):
         print(
             f"\n{state.observation}\n[{state.location} | score {state.score} | moves {state.moves}]",
             file=self.stdout,
@@ -115,12 +121,39 @@ class HumanAgent(Agent):
                 return command
 
 
-AGENTS: dict[str, type[Agent]] = {
-    cls.name: cls for cls in (WalkthroughAgent, RandomAgent, ExplorerAgent, HumanAgent)
-}
+BASELINES = ("walkthrough", "random", "explorer", "human")
 
 
-def make_agent(name: str) -> Agent:
-    if name not in AGENTS:
-        raise ValueError(f"unknown agent {name!r}; known: {', '.join(AGENTS)}")
-    return AGENTS[name]()
+def make_agent(name: str, walkthrough: list[str] | None = None) -> Agent:
+    if name == "walkthrough":
+        return WalkthroughAgent(walkthrough or [])
+    agents = {"random": RandomAgent, "explorer": ExplorerAgent, "human": HumanAgent}
+    if name not in agents:
+        raise ValueError(f"unknown agent {name!r}; known: {', '.join(BASELINES)}")
+    return agents[name]()
+
+
+class AgentChooser:
+    """Baseline agents as a chooser (zorkppo.episodes): each new episode gets a fresh agent
+    from `agent_for(episode number) -> (agent, seed)`; the agents choose among the valid
+    actions, the explorer with their outcomes. `look_ahead` asks every state's outcomes,
+    whether an agent reads them or not (collection records each command's valid form)."""
+
+    def __init__(self, agent_for: Callable[[int], tuple[Agent, int]], look_ahead: bool = False):
+        self.agent_for, self.look_ahead = agent_for, look_ahead
+        self.agents: dict[int, Agent] = {}
+
+    def __call__(self, episodes: Episodes, active: list[int]) -> list[str | None]:
+        for i in active:
+            episode = episodes.current[i]
+            if episode.steps == 0:  # a new episode: a fresh agent
+                agent, seed = self.agent_for(episode.number)
+                agent.reset(seed)
+                self.agents[i] = agent
+        episodes.lookahead([i for i in active if self.look_ahead or self.agents[i].looks_ahead])
+        episodes.valid_actions([i for i in active if self.agents[i].needs_valid_actions])
+        current = [episodes.current[i] for i in active]
+        return [
+            self.agents[i].act(e.state, e.valid_actions, e.outcomes)
+            for i, e in zip(active, current, strict=True)
+        ]

@@ -1,16 +1,17 @@
-"""Trajectory collection: agents play Zork I in worker processes (one game per process)."""
+"""Trajectory collection: agents play Zork I, one game per worker process, through the episode
+stepper (zorkppo.episodes); each turn becomes a trajectory row."""
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
-from zorkppo.agents import make_agent
-from zorkppo.game import GameState, ZorkGame
+from zorkppo.agents import AgentChooser, make_agent
+from zorkppo.envs import VecGames, zork_factory
+from zorkppo.episodes import Episodes, Step, play_episodes
 
 SOURCE_ORDER = ("walkthrough", "random", "explorer", "human")
 
@@ -20,96 +21,75 @@ class EpisodeSpec:
     episode_id: str
     source: str
     agent_seed: int
-    max_steps: int
 
 
-def episode_specs(
-    episodes_per_source: dict[str, int], max_steps: int, seed: int
-) -> list[EpisodeSpec]:
+def episode_specs(episodes_per_source: dict[str, int], seed: int) -> list[EpisodeSpec]:
     specs = []
     for source in SOURCE_ORDER:
         for index in range(episodes_per_source.get(source, 0)):
             episode_id = f"{source}-{index:04d}"
-            agent_seed = zlib.crc32(f"{seed}/{episode_id}".encode())
-            specs.append(EpisodeSpec(episode_id, source, agent_seed, max_steps))
+            specs.append(
+                EpisodeSpec(episode_id, source, zlib.crc32(f"{seed}/{episode_id}".encode()))
+            )
     return specs
 
 
-def play_episode(game: ZorkGame, spec: EpisodeSpec) -> list[dict]:
-    """One episode as trajectory rows: the state an action was taken in, then its outcome."""
-    agent = make_agent(spec.source)
-    state = game.reset()
-    agent.reset(game, spec.agent_seed)
-    rows = []
-    for step in range(spec.max_steps):
-        valid = game.valid_actions()
-        action = agent.act(game, state, valid)
-        if action is None:
-            break
-        before = game.save()
-        after = game.step(action)
-        rows.append(
-            {
-                "episode_id": spec.episode_id,
-                "source": spec.source,
-                "step": step,
-                "observation": state.observation,
-                "description": state.description,
-                "inventory": state.inventory,
-                "location": state.location,
-                "valid_actions": valid,
-                "action": action,
-                "valid_action": valid_action_form(game, before, action, after, valid),
-                "reward": after.reward,
-                "score": after.score,
-                "done": after.done,
-                "moves": after.moves,
-                "world_hash": state.world_hash,
-            }
-        )
-        state = after
-        if after.done:
-            break
-    return rows
-
-
-def valid_action_form(
-    game: ZorkGame, before: tuple, action: str, after: GameState, valid: list[str]
-) -> str:
-    """The valid action that does what `action` did from the saved state `before` (same world
-    state and score after it), "" if none does: the walkthrough writes `N` and `Get egg`,
-    Jericho's valid actions say `north` and `take all from nest` (one command per outcome),
-    and the rank and constrained action modes choose among the latter. The game is left where `action` took it."""
-    if action.lower() in valid:
-        return action.lower()
-    played = game.save()
-    form = ""
+def valid_action_form(step: Step) -> str:
+    """The valid action that does what the step's command did (same world state and score
+    after it), "" if none does: the walkthrough writes `N` and `Get egg`, Jericho's valid
+    actions say `north` and `take all from nest` (one command per outcome), and the rank and
+    constrained action modes choose among the latter. Needs the step's lookahead."""
+    command = step.command.lower()
+    if command in step.valid_actions:
+        return command
+    outcome_of = dict(zip(step.valid_actions, step.outcomes, strict=True))
     # Jericho lists one command per outcome: where several could match, those sharing most
-    # words with the action come first, then the shortest.
-    words = set(action.lower().split())
-    for candidate in sorted(valid, key=lambda c: (-len(words & set(c.split())), len(c), c)):
-        game.restore(before)
-        outcome = game.step(candidate)
-        if outcome.world_hash == after.world_hash and outcome.score == after.score:
-            form = candidate
-            break
-    game.restore(played)
-    return form
+    # words with the command come first, then the shortest.
+    words = set(command.split())
+    for candidate in sorted(
+        step.valid_actions, key=lambda c: (-len(words & set(c.split())), len(c), c)
+    ):
+        outcome = outcome_of[candidate]
+        if outcome.world_hash == step.after.world_hash and outcome.score == step.after.score:
+            return candidate
+    return ""
 
 
-# -- worker processes: each holds one game for its whole life --------------------------
-_worker_game: ZorkGame | None = None
+def trajectory_row(spec: EpisodeSpec, step: Step) -> dict:
+    """The state an action was taken in, the action, then its outcome."""
+    before, after = step.before, step.after
+    return {
+        "episode_id": spec.episode_id,
+        "source": spec.source,
+        "step": step.step,
+        "observation": before.observation,
+        "description": before.description,
+        "inventory": before.inventory,
+        "location": before.location,
+        "valid_actions": step.valid_actions,
+        "action": step.command,
+        "valid_action": valid_action_form(step),
+        "reward": after.reward,
+        "score": after.score,
+        "done": after.done,
+        "moves": after.moves,
+        "world_hash": before.world_hash,
+    }
 
 
-def _init_worker(rom_path: str, game_seed: int) -> None:
-    global _worker_game
-    _worker_game = ZorkGame(rom_path, seed=game_seed)
+def play_specs(games: VecGames, specs: list[EpisodeSpec], max_steps: int, progress=None):
+    """Every spec's episode in these games; rows in spec order. `progress`: a tqdm bar."""
+    if not specs:
+        return []
+    walkthrough = games.call("walkthrough", only=[0])[0]
 
+    def agent_for(number: int):
+        return make_agent(specs[number].source, walkthrough), specs[number].agent_seed
 
-def _run_in_worker(spec: EpisodeSpec) -> tuple[list[dict], dict]:
-    ZorkGame.cache_hits = ZorkGame.cache_misses = 0
-    rows = play_episode(_worker_game, spec)
-    return rows, ZorkGame.cache_stats()
+    # history_turns 1: collection renders no prompt
+    chooser = AgentChooser(agent_for, look_ahead=True)
+    played = play_episodes(Episodes(games, 1), chooser, len(specs), max_steps, progress)
+    return [trajectory_row(specs[step.episode], step) for steps in played for step in steps]
 
 
 def collect_trajectories(
@@ -121,31 +101,20 @@ def collect_trajectories(
     workers: int,
 ) -> tuple[list[dict], dict]:
     """All episodes' rows in a fixed order (source, episode), and valid-action cache stats."""
-    specs = episode_specs(episodes_per_source, max_steps, seed)
-    # The human plays in this process (it owns the keyboard); the rest go to workers.
+    specs = episode_specs(episodes_per_source, seed)
+    # The human plays in this process (it owns the keyboard); the rest in worker processes.
     human = [s for s in specs if s.source == "human"]
     machine = [s for s in specs if s.source != "human"]
-    results: dict[str, list[dict]] = {}
-    hits = misses = 0
+    make_game = zork_factory(str(rom_path), game_seed)
+    rows, stats = [], []
     if machine:
-        # spawn, not fork: each worker loads its own copy of frotz, as Jericho requires
-        context = mp.get_context("spawn")
-        with context.Pool(
-            min(workers, len(machine)), _init_worker, (str(rom_path), game_seed)
-        ) as pool:
-            progress = tqdm(total=len(machine), desc="collect", unit="episode")
-            for spec, (rows, stats) in zip(
-                machine, pool.imap(_run_in_worker, machine, chunksize=1), strict=True
-            ):
-                results[spec.episode_id] = rows
-                hits, misses = hits + stats["hits"], misses + stats["misses"]
-                progress.update(1)
-            progress.close()
+        progress = tqdm(total=len(machine), desc="collect", unit="episode")
+        with VecGames(make_game, min(workers, len(machine))) as games, progress:
+            rows += play_specs(games, machine, max_steps, progress)
+            stats += games.call("cache_stats")
     if human:
-        game = ZorkGame(rom_path, seed=game_seed)
-        for spec in human:
-            results[spec.episode_id] = play_episode(game, spec)
-    rows = [row for spec in specs for row in results[spec.episode_id]]
+        games = VecGames(make_game, 1, processes=False)
+        rows += play_specs(games, human, max_steps)
+    hits, misses = sum(s["hits"] for s in stats), sum(s["misses"] for s in stats)
     total = hits + misses
-    stats = {"hits": hits, "misses": misses, "hit_rate": hits / total if total else 0.0}
-    return rows, stats
+    return rows, {"hits": hits, "misses": misses, "hit_rate": hits / total if total else 0.0}

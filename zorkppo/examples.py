@@ -1,8 +1,6 @@
-"""What SFT learns from and how its actions are scored, without the trainer.
-
-Trajectory rows become (prompt, command) examples, episodes are split for held-out
-scoring, and `evaluate_actions` measures a model's commands against them. Stages that
-only need these (`base`, `quantize`) stay clear of TRL and its imports.
+"""What SFT learns from, without the trainer: trajectory rows become (prompt, command)
+examples, and episodes are split for held-out scoring (zorkppo.scoring). Stages that only
+need these (`base`, `quantize`) stay clear of TRL and its imports.
 """
 
 from __future__ import annotations
@@ -12,10 +10,8 @@ import random
 from dataclasses import dataclass
 
 import pandas as pd
-import torch
 
 from zorkppo.errors import UserError
-from zorkppo.lm import collate, completion_loss, encode_example, generate_commands
 from zorkppo.prompt import history_for_row, render_prompt
 
 
@@ -25,14 +21,6 @@ class Example:
     prompt: str
     action: str
     valid_actions: tuple[str, ...]
-
-
-def with_command_form(df, form: str):
-    """Trajectory rows with each command as played, or (form "valid") in its valid-action
-    form where one does the same; SFT's targets and the prompts' history use it alike."""
-    if form == "played":
-        return df
-    return df.assign(action=df.valid_action.where(df.valid_action != "", df.action))
 
 
 def split_episodes(episode_ids, heldout_fraction: float, seed: int) -> tuple[set[str], set[str]]:
@@ -87,46 +75,3 @@ def episode_transcripts(df: pd.DataFrame) -> list[str]:
             parts.append(f"> {row['action'].lower()}\n{reply}")
         texts.append("\n".join(parts))
     return texts
-
-
-@torch.no_grad()
-def evaluate_actions(
-    model,
-    tokenizer,
-    examples: list[Example],
-    max_prompt_tokens: int,
-    max_new_tokens: int,
-    batch_size: int = 16,
-) -> dict[str, float]:
-    """Held-out action loss, greedy exact-match accuracy and valid-command rate."""
-    model.eval()
-    device = next(model.parameters()).device
-    losses, weights, exact, valid = [], [], 0, 0
-    for start in range(0, len(examples), batch_size):
-        chunk = examples[start : start + batch_size]
-        batch = collate(
-            [encode_example(tokenizer, e.prompt, e.action, max_prompt_tokens) for e in chunk],
-            tokenizer.pad_token_id,
-        )
-        n_tokens = int((batch["labels"][:, 1:] != -100).sum())
-        losses.append(
-            completion_loss(model, {k: v.to(device) for k, v in batch.items()}).item() * n_tokens
-        )
-        weights.append(n_tokens)
-        commands = generate_commands(
-            model,
-            tokenizer,
-            [e.prompt for e in chunk],
-            max_new_tokens,
-            max_prompt_tokens=max_prompt_tokens,
-        )
-        for command, e in zip(commands, chunk, strict=True):
-            exact += command == e.action
-            valid += command in {a.lower() for a in e.valid_actions}
-    n = max(len(examples), 1)
-    return {
-        "action_loss": sum(losses) / max(sum(weights), 1),
-        "exact_match": exact / n,
-        "valid_command_rate": valid / n,
-        "examples": len(examples),
-    }

@@ -77,6 +77,20 @@ def check_command(command: str) -> str:
     return command
 
 
+def lookahead(game, commands: list[str]) -> list[GameState]:
+    """The state each command would lead to from where `game` (any game with save, restore
+    and step) is; the game is left as it was."""
+    saved = game.save()
+    outcomes = []
+    try:
+        for command in commands:
+            game.restore(saved)
+            outcomes.append(game.step(command))
+    finally:
+        game.restore(saved)
+    return outcomes
+
+
 @dataclass(frozen=True)
 class GameState:
     observation: str  # the game's reply to the last command (the intro after reset)
@@ -136,6 +150,8 @@ class ZorkGame:
         self.env.set_state(engine_state)
         self.state = game_state
         return game_state
+
+    lookahead = lookahead  # the state each command would lead to; the game stays put
 
     def peek(self, command: str) -> str:
         """The game's reply to `command`, leaving the game exactly as it was."""
@@ -219,12 +235,3 @@ def _object_name_score(obj: tuple) -> float:
     score = -0.01 * len(obj[0])
     score += {"NOUN": 1.0, "PROPN": 0.5}.get(obj[1], 0.0)
     return score + (0.1 if obj[2] == "OBJTREE" else 0.0)
-
-
-def open_game(rom_path: str | Path, seed: int = DEFAULT_GAME_SEED) -> ZorkGame:
-    try:
-        return ZorkGame(rom_path, seed=seed)
-    except UserError:
-        raise
-    except Exception as exc:  # jericho raises bare exceptions for unreadable story files
-        raise UserError(f"could not start the game from {rom_path} ({exc})") from None

@@ -7,7 +7,7 @@ With `processes: 1` (the default) the stage runs here, in this process, exactly 
 which starts the replicas on this machine and sets RANK / WORLD_SIZE / LOCAL_RANK for them.
 Several machines: torchrun reads its rendezvous from the environment (PET_NNODES,
 PET_NODE_RANK, PET_RDZV_ENDPOINT, PET_RDZV_BACKEND, PET_RDZV_ID); set them on every
-machine and run the same command on each (README, "More than one GPU").
+machine and run the same command on each (docs/gpu.md).
 """
 
 from __future__ import annotations

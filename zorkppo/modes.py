@@ -27,7 +27,6 @@ from dataclasses import dataclass
 import torch
 
 from zorkppo import ppo
-from zorkppo.prompt import parse_command
 
 
 @dataclass
@@ -44,7 +43,6 @@ class Sample:
     kl: float  # rollout-time KL(policy || reference) for this turn (generate: k3 estimate)
     old_dist: tuple  # the rollout's action distribution, in the mode's own form
     ref_dist: torch.Tensor  # the reference's, likewise
-    weight: float = 1.0  # importance weight in the policy loss (ppo.exploration_weight)
 
 
 def draw_candidates(valid_actions: list[str], max_candidates: int, rng) -> list[str]:
@@ -90,43 +88,36 @@ class GenerateMode:
             run, prompt_ids, [len(p) + policy.max_new_tokens for p in prompt_ids]
         )
 
-    @staticmethod
-    def _command(policy, tokens: list[int]) -> str:
-        return parse_command(policy.tokenizer.decode(tokens, skip_special_tokens=True))
-
-    @torch.no_grad()
     def choose(self, policy, prompts, valid, generator, rng) -> list[str]:
-        def pick(group):
-            return [self._command(policy, t) for t, _ in policy.sample_tokens(group, generator)]
-
-        return self._in_buckets(policy, pick, prompts)
+        return policy.generate_commands(prompts, generator)
 
     @torch.no_grad()
     def act(self, policy, prompts, valid, generator, rng) -> list[Sample]:
         return self._in_buckets(policy, lambda group: self._act(policy, group, generator), prompts)
 
     def _act(self, policy, prompt_ids, generator) -> list[Sample]:
-        actions = [tokens for tokens, _ in policy.sample_tokens(prompt_ids, generator)]
-        scored = policy.forward(prompt_ids, actions, full=True)
+        # The sampler's own distributions are the policy's: only the reference scores again.
+        drawn = policy.sample_tokens(prompt_ids, generator, keep_dists=True)
+        actions = [d.tokens for d in drawn]
         ref = policy.forward(prompt_ids, actions, reference=True)
-        k = min(policy.js_top_k, scored.logp_full.shape[-1])
         samples = []
-        for r, (p, a) in enumerate(zip(prompt_ids, actions, strict=True)):
-            n = len(a)
-            top = scored.logp_full[r, :n].topk(k, dim=-1)
-            logp, ref_logp = scored.token_logp[r, :n], ref.token_logp[r, :n]
+        for r, (p, d) in enumerate(zip(prompt_ids, drawn, strict=True)):
+            n = len(d.tokens)
+            dists = torch.stack(d.dists)
+            top = dists.topk(min(policy.js_top_k, dists.shape[-1]), dim=-1)
+            logp, ref_logp = torch.tensor(d.logps), ref.token_logp[r, :n].cpu()
             samples.append(
                 Sample(
                     p,
-                    [a],
+                    [d.tokens],
                     0,
-                    self._command(policy, a),
+                    policy.decode_command(d.tokens),
                     float(logp.sum()),
                     float(ref_logp.sum()),
-                    float(scored.values[r]),
+                    d.value,
                     float((logp - ref_logp).sum()),
                     (top.indices.cpu(), top.values.cpu()),
-                    ref_logp.cpu(),
+                    ref_logp,
                 )
             )
         return samples
@@ -159,8 +150,8 @@ class RankMode:
 
     needs_valid_actions = True
 
-    def __init__(self, max_candidates: int, explore: float = 0.0):
-        self.max_candidates, self.explore = max_candidates, explore
+    def __init__(self, max_candidates: int):
+        self.max_candidates = max_candidates
 
     def _in_buckets(self, policy, run, prompts, valid, rng):
         """run([(prompt ids, option token lists, candidate commands)]) over length buckets;
@@ -191,10 +182,10 @@ class RankMode:
     @torch.no_grad()
     def act(self, policy, prompts, valid, generator, rng) -> list[Sample]:
         return self._in_buckets(
-            policy, lambda group: self._act(policy, group, generator, rng), prompts, valid, rng
+            policy, lambda group: self._act(policy, group, generator), prompts, valid, rng
         )
 
-    def _act(self, policy, group: list[tuple], generator, rng) -> list[Sample]:
+    def _act(self, policy, group: list[tuple], generator) -> list[Sample]:
         prompt_ids, options, candidates = (list(column) for column in zip(*group, strict=True))
         dist, values = rank_distribution(policy, prompt_ids, options)
         ref_dist, _ = rank_distribution(policy, prompt_ids, options, reference=True)
@@ -202,8 +193,6 @@ class RankMode:
         for r, (p, opts) in enumerate(zip(prompt_ids, options, strict=True)):
             n = len(opts)
             chosen = int(torch.multinomial(dist[r, :n].exp().cpu(), 1, generator=generator))
-            if self.explore and rng.random() < self.explore:
-                chosen = rng.randrange(n)
             samples.append(
                 Sample(
                     p,
@@ -216,7 +205,6 @@ class RankMode:
                     float(_exact_kl(dist[r, :n], ref_dist[r, :n])),
                     (dist[r, :n].cpu(),),
                     ref_dist[r, :n].cpu(),
-                    ppo.exploration_weight(float(dist[r, chosen]), self.explore, n),
                 )
             )
         return samples
@@ -299,15 +287,24 @@ class ConstrainedMode:
 
     needs_valid_actions = True
 
-    def __init__(self, explore: float = 0.0):
-        self.explore = explore
-
     def _tries(self, policy, valid) -> list[CommandTrie]:
         tries = []
         for actions in valid:
             commands = sorted(set(actions)) or ["look"]
             tries.append(CommandTrie(commands, policy.encode_commands(commands), policy.stop_ids))
         return tries
+
+    @staticmethod
+    def _sample(policy, prompt_ids, generator, tries: list[CommandTrie], keep_dists=False):
+        """Each command token by token, each token among those its trie allows after the
+        tokens so far, until a command is complete."""
+        return policy.sample_tokens(
+            prompt_ids,
+            generator,
+            lambda row, prefix: tries[row].allowed(prefix),
+            max(t.depth for t in tries),
+            keep_dists,
+        )
 
     def _in_buckets(self, policy, run, prompts, valid):
         prompt_ids = policy.encode_prompts(prompts)
@@ -322,49 +319,47 @@ class ConstrainedMode:
     def choose(self, policy, prompts, valid, generator, rng) -> list[str]:
         def pick(group):
             prompt_ids, tries = zip(*group, strict=True)
-            drawn = policy.sample_tokens(list(prompt_ids), generator, list(tries))
-            return [t.ends[tuple(tokens)] for t, (tokens, _) in zip(tries, drawn, strict=True)]
+            drawn = self._sample(policy, list(prompt_ids), generator, list(tries))
+            return [t.ends[tuple(d.tokens)] for t, d in zip(tries, drawn, strict=True)]
 
         return self._in_buckets(policy, pick, prompts, valid)
 
     @torch.no_grad()
     def act(self, policy, prompts, valid, generator, rng) -> list[Sample]:
         return self._in_buckets(
-            policy, lambda group: self._act(policy, group, generator, rng), prompts, valid
+            policy, lambda group: self._act(policy, group, generator), prompts, valid
         )
 
-    def _act(self, policy, group, generator, rng) -> list[Sample]:
+    def _act(self, policy, group, generator) -> list[Sample]:
         prompt_ids, tries = (list(column) for column in zip(*group, strict=True))
-        actions = [t for t, _ in policy.sample_tokens(prompt_ids, generator, tries)]
-        if self.explore:  # no draws when off: the rng stream of a run without it is unchanged
-            actions = [
-                list(rng.choice(list(t.ends))) if rng.random() < self.explore else a
-                for a, t in zip(actions, tries, strict=True)
-            ]
+        # The sampler's own distributions are the policy's: only the reference scores again.
+        drawn = self._sample(policy, prompt_ids, generator, tries, keep_dists=True)
+        actions = [d.tokens for d in drawn]
         allowed, steps = zip(
             *(t.positions(a) for a, t in zip(actions, tries, strict=True)), strict=True
         )
-        dist, logprob, values, mask = self._masked(policy, prompt_ids, actions, allowed, steps)
-        ref, ref_logprob, _, _ = self._masked(
+        ids = _pad(allowed, -1)
+        drawn_from = _pad([torch.stack(d.dists) for d in drawn], float("-inf")).cpu()
+        dist = drawn_from.gather(-1, ids.clamp(min=0)).masked_fill(ids < 0, float("-inf"))
+        ref, ref_logprob, _, mask = self._masked(
             policy, prompt_ids, actions, allowed, steps, reference=True
         )
-        kl = (_exact_kl(dist, ref) * mask).sum(-1)
+        kl = (_exact_kl(dist, ref.cpu()) * mask.cpu()).sum(-1)
         samples = []
-        for r, (p, a) in enumerate(zip(prompt_ids, actions, strict=True)):
+        for r, (p, d) in enumerate(zip(prompt_ids, drawn, strict=True)):
             n, width = allowed[r].shape
             samples.append(
                 Sample(
                     p,
-                    [a],
+                    [d.tokens],
                     0,
-                    tries[r].ends[tuple(a)],
-                    float(logprob[r]),
+                    tries[r].ends[tuple(d.tokens)],
+                    math.fsum(d.logps),
                     float(ref_logprob[r]),
-                    float(values[r]),
+                    d.value,
                     float(kl[r]),
-                    (allowed[r], dist[r, :n, :width].cpu(), steps[r]),
+                    (allowed[r], dist[r, :n, :width], steps[r]),
                     ref[r, :n, :width].cpu(),
-                    ppo.exploration_weight(float(logprob[r]), self.explore, len(tries[r].ends)),
                 )
             )
         return samples
@@ -420,16 +415,12 @@ class ConstrainedMode:
 ActionMode = GenerateMode | RankMode | ConstrainedMode
 
 
-def action_mode(name: str, max_candidates: int = 8, explore: float = 0.0) -> ActionMode:
-    """The mode object for a params value (`ppo.action_mode`, `eval.action_mode`). explore:
-    the share of rollout turns (`act`) that play a uniformly drawn valid action instead of
-    the policy's (`ppo.explore`); rank and constrained only, as they know the valid actions."""
+def action_mode(name: str, max_candidates: int = 8) -> ActionMode:
+    """The mode object for a params value (`ppo.action_mode`, `eval.action_mode`)."""
     if name == "generate":
-        if explore:
-            raise ValueError("exploration needs the valid actions: use rank or constrained")
         return GenerateMode()
     if name == "rank":
-        return RankMode(max_candidates, explore)
+        return RankMode(max_candidates)
     if name == "constrained":
-        return ConstrainedMode(explore)
+        return ConstrainedMode()
     raise ValueError(f"unknown action mode {name!r}: use generate, rank or constrained")

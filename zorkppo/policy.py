@@ -9,14 +9,16 @@ modes.py.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zorkppo.prompt import completion_text
+from zorkppo.prompt import completion_text, parse_command
 
 # "auto" max_batch_tokens on CPU. There a forward costs in proportion to its padded tokens and
 # small batches stay in cache: 16 tiny-model games of 68-256 prompt tokens act 1.3-1.5x faster
@@ -56,6 +58,16 @@ class ValueHead(nn.Module):
 
 
 @dataclass
+class Drawn:
+    """One command drawn by `Policy.sample_tokens`."""
+
+    tokens: list[int]  # up to and including the first stop token
+    logps: list[float]  # each token's log-prob under the distribution it was drawn from
+    dists: list[torch.Tensor]  # those distributions ([vocab] log-probs; keep_dists only)
+    value: float | None = None  # the value of the prompt (keep_dists only)
+
+
+@dataclass
 class Scored:
     token_logp: torch.Tensor  # [N, L] log-prob of each option token (0 where masked)
     mask: torch.Tensor  # [N, L] True on option tokens
@@ -68,7 +80,7 @@ class Policy:
         self,
         model,
         tokenizer,
-        value_head: ValueHead,
+        value_head: ValueHead | None,
         max_prompt_tokens: int,
         max_new_tokens: int = 8,
         temperature: float = 1.0,
@@ -89,7 +101,7 @@ class Policy:
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         lora = [p for p in self.model.parameters() if p.requires_grad]
-        return lora + list(self.value_head.parameters())
+        return lora + (list(self.value_head.parameters()) if self.value_head is not None else [])
 
     def encode_prompts(self, prompts: list[str]) -> list[list[int]]:
         ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
@@ -147,7 +159,7 @@ class Policy:
         # Same tempered distribution the sampler draws from, so PPO's ratios are on-policy.
         logp_full = F.log_softmax(logits.float() / self.temperature, dim=-1)
         token_logp = logp_full.gather(-1, option_ids[..., None]).squeeze(-1).masked_fill(~mask, 0.0)
-        if reference:
+        if reference or self.value_head is None:
             values = torch.zeros(len(rows), device=self.device)
         else:
             last_hidden = out.hidden_states[-1][
@@ -183,16 +195,38 @@ class Policy:
         return results
 
     # -- acting ---------------------------------------------------------------------
+    def decode_command(self, tokens: list[int]) -> str:
+        return parse_command(self.tokenizer.decode(tokens, skip_special_tokens=True))
+
+    @torch.no_grad()
+    def generate_commands(self, prompts: list[str], generator: torch.Generator | None):
+        """One command per prompt, sampled (generator None: greedy) from the whole vocabulary;
+        forwards grouped by length (max_batch_tokens)."""
+        prompt_ids = self.encode_prompts(prompts)
+
+        def run(group: list[list[int]]) -> list[str]:
+            return [self.decode_command(d.tokens) for d in self.sample_tokens(group, generator)]
+
+        return self.in_buckets(run, prompt_ids, [len(p) + self.max_new_tokens for p in prompt_ids])
+
     @torch.no_grad()
     def sample_tokens(
-        self, prompt_ids: list[list[int]], generator: torch.Generator | None, tries=None
-    ) -> list[tuple[list[int], list[float]]]:
+        self,
+        prompt_ids: list[list[int]],
+        generator: torch.Generator | None,
+        allowed: Callable[[int, list[int]], list[int]] | None = None,
+        max_tokens: int | None = None,
+        keep_dists: bool = False,
+    ) -> list[Drawn]:
         """Per prompt, the command tokens (up to and including the first stop token) and each
         token's log-prob under the distribution it was drawn from. generator None: greedy.
+        The one sampler: rollouts, evaluation and SFT's replay check all decode through it.
 
-        Free: up to max_new_tokens from the whole vocabulary at `temperature`. With `tries`
-        (one `modes.CommandTrie` per prompt): each token only among those the trie allows
-        after the tokens so far, renormalised over them, until a command is complete."""
+        Each token is drawn from the whole vocabulary at `temperature`, for at most
+        `max_tokens` (default max_new_tokens) tokens; with `allowed(row, tokens so far)`, only
+        among the ids it returns, renormalised over them (a mode's constraint). keep_dists:
+        also each drawn token's whole distribution and the prompt's value, so that a rollout
+        need not score its actions again."""
         width = max(map(len, prompt_ids))
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompt_ids], device=self.device)
@@ -200,29 +234,31 @@ class Policy:
             [[0] * (width - len(p)) + [1] * len(p) for p in prompt_ids], device=self.device
         )
         cache, positions = None, (attention.cumsum(-1) - 1).clamp(min=0)
-        tokens: list[list[int]] = [[] for _ in prompt_ids]
-        logps: list[list[float]] = [[] for _ in prompt_ids]
+        drawn = [Drawn([], [], []) for _ in prompt_ids]
         finished = [False] * len(prompt_ids)
         step_ids = ids
-        longest = self.max_new_tokens if tries is None else max(t.depth for t in tries)
-        for _ in range(longest):
-            out = self.model(
-                input_ids=step_ids,
-                attention_mask=attention,
-                position_ids=positions,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,  # the prompt's other positions predict nothing we sample
-            )
+        for step in range(max_tokens or self.max_new_tokens):
+            with self._last_hidden_state() if keep_dists and step == 0 else nullcontext() as last:
+                out = self.model(
+                    input_ids=step_ids,
+                    attention_mask=attention,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,  # the prompt's other positions predict nothing we sample
+                )
+            if last is not None:  # values of the prompts, as `forward` reads them
+                values = self.value_head(last[0][:, -1]).tolist()
+                for d, value in zip(drawn, values, strict=True):
+                    d.value = value
             cache = out.past_key_values
             logits = out.logits[:, -1].float()
-            if tries is not None:
-                allowed = torch.zeros_like(logits, dtype=torch.bool)
-                for r, trie in enumerate(tries):
-                    # a finished row keeps drawing (and discarding) its stop token
-                    prefix = tokens[r][:-1] if finished[r] else tokens[r]
-                    allowed[r, trie.allowed(prefix)] = True
-                logits = logits.masked_fill(~allowed, float("-inf"))
+            if allowed is not None:
+                keep = torch.zeros_like(logits, dtype=torch.bool)
+                for r, d in enumerate(drawn):
+                    # a finished row keeps drawing (and discarding) its last token
+                    keep[r, allowed(r, d.tokens[:-1] if finished[r] else d.tokens)] = True
+                logits = logits.masked_fill(~keep, float("-inf"))
             logp = F.log_softmax(logits / self.temperature, dim=-1)
             if generator is None:  # greedy decoding
                 next_ids = logits.argmax(-1, keepdim=True)
@@ -232,15 +268,30 @@ class Policy:
             next_logp = logp.gather(1, next_ids)[:, 0].tolist()
             for r, t in enumerate(next_ids[:, 0].tolist()):
                 if not finished[r]:
-                    tokens[r].append(t)
-                    logps[r].append(next_logp[r])
+                    drawn[r].tokens.append(t)
+                    drawn[r].logps.append(next_logp[r])
+                    if keep_dists:
+                        drawn[r].dists.append(logp[r])
                     finished[r] = t in self.stop_ids
             if all(finished):
                 break
             step_ids = next_ids
             attention = torch.cat([attention, torch.ones_like(next_ids)], dim=1)
             positions = positions[:, -1:] + 1
-        return list(zip(tokens, logps, strict=True))
+        return drawn
+
+    @contextlib.contextmanager
+    def _last_hidden_state(self):
+        """Within the block, the input of the LM head (the last layer's normed hidden states
+        at the positions whose logits are kept) is caught into the yielded list."""
+        caught: list[torch.Tensor] = []
+        hook = self.model.get_output_embeddings().register_forward_pre_hook(
+            lambda _module, inputs: caught.append(inputs[0])
+        )
+        try:
+            yield caught
+        finally:
+            hook.remove()
 
 
 def policy_with_fresh_adapter(

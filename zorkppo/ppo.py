@@ -46,21 +46,6 @@ def gae(
     return advantages, advantages + values
 
 
-def leave_one_out_advantages(returns: Tensor, totals: Tensor | None = None, count=None) -> Tensor:
-    """returns [T, N]: turn t of N games played in lockstep from the same start. Each turn's
-    advantage is its return minus the mean return of the *other* games at the same turn
-    (RLOO's baseline): a game that scores where the others do not is pushed up, the others
-    down, and a turn where every game earns the same carries no signal. The baseline does
-    not depend on the game's own actions, so it adds no bias, and it needs no critic (the
-    returns themselves are still GAE's lambda-returns, bootstrapped by the value head).
-    `totals` [T, 1] and `count`: the per-turn sums over a larger set of games (every replica's)."""
-    totals = returns.sum(1, keepdim=True) if totals is None else totals
-    count = returns.shape[1] if count is None else count
-    if count <= 1:
-        return torch.zeros_like(returns)
-    return returns - (totals - returns) / (count - 1)
-
-
 def same_state_advantages(returns: Tensor, states: list[list[str]], fallback: Tensor) -> Tensor:
     """returns [T, N] and states [T][N] (the world hash each command was typed in): each
     turn's advantage is its return minus the mean return of the *other games'* turns typed
@@ -118,16 +103,9 @@ def entropy_coef(
 
 
 def policy_loss(
-    logprob_new: Tensor,
-    logprob_old: Tensor,
-    advantages: Tensor,
-    clip: float,
-    weights: Tensor | None = None,
+    logprob_new: Tensor, logprob_old: Tensor, advantages: Tensor, clip: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Clipped surrogate loss, plus clip fraction and approximate KL for logging.
-    weights: per-turn importance weights of turns the policy did not draw itself
-    (`exploration_weight`); the ratio stays against the rollout policy, so the clip and the
-    KL early stop mean what they mean without exploration."""
+    """Clipped surrogate loss, plus clip fraction and approximate KL for logging."""
     log_ratio = logprob_new - logprob_old
     ratio = log_ratio.exp()
     unclipped = -advantages * ratio
@@ -135,23 +113,12 @@ def policy_loss(
     # max of the two losses = min of the two objectives: take the pessimistic bound, so
     # moving the ratio past the clip earns nothing while moving it the wrong way still costs.
     surrogate = torch.max(unclipped, clipped)
-    loss = (surrogate if weights is None else weights * surrogate).mean()
+    loss = surrogate.mean()
     with torch.no_grad():
         # k3 estimator: unbiased like k1 but never negative, so it is a usable early-stop signal.
         approx_kl = ((ratio - 1.0) - log_ratio).mean()
         clip_fraction = ((ratio - 1.0).abs() > clip).to(ratio.dtype).mean()
     return loss, clip_fraction, approx_kl
-
-
-def exploration_weight(logprob: float, epsilon: float, choices: int) -> float:
-    """Importance weight of a turn drawn from the exploring mixture mu = (1 - epsilon) * pi +
-    epsilon * uniform(choices) instead of the policy pi: pi(a) / mu(a), truncated at 1 (as
-    V-trace's rho-bar). A command the policy would rarely play then teaches in proportion to
-    its probability; the policy's own likely commands keep weight 1."""
-    if epsilon == 0.0:
-        return 1.0
-    pi = math.exp(logprob)
-    return min(1.0, pi / ((1.0 - epsilon) * pi + epsilon / choices))
 
 
 def value_loss(values_new: Tensor, values_old: Tensor, returns: Tensor, clip: float) -> Tensor:

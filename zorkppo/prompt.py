@@ -57,10 +57,13 @@ def render_prompt(description, inventory, history, tokenizer=None) -> str:
 
 
 def completion_text(action: str, tokenizer) -> str:
-    """What the model is trained to write after the prompt: the command, then end-of-text.
-    A plain prompt ends at ">", so the command's leading space is part of the completion."""
-    lead = "" if getattr(tokenizer, "chat_template", None) else " "
-    return lead + action + "\n" + (tokenizer.eos_token or "")
+    """What the model is trained to write after the prompt. A chat model: the command, then
+    its own end-of-turn token (its EOS: `<|im_end|>` for SmolLM2 and Qwen2.5). A plain model:
+    the prompt ends at ">", so the command's leading space is part of the completion, then a
+    newline and EOS, as in its pretraining transcripts."""
+    if getattr(tokenizer, "chat_template", None):
+        return action + tokenizer.eos_token
+    return " " + action + "\n" + (tokenizer.eos_token or "")
 
 
 def parse_command(generated: str) -> str:

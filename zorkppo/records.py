@@ -64,8 +64,9 @@ TRAJECTORIES = TableSchema(
 ROLLOUTS = TableSchema(
     name="rollouts",
     # v2: truncated (cut by ppo.max_steps; done includes it), world_changed; v3: weight;
-    # v4: state_hash (the world hash the command was typed in: ppo.baseline state)
-    version=4,
+    # v4: state_hash (the world hash the command was typed in: ppo.baseline state);
+    # v5: no weight (ppo.explore removed)
+    version=5,
     arrow=pa.schema(
         [
             ("iteration", pa.int32()),
@@ -94,7 +95,6 @@ ROLLOUTS = TableSchema(
                 "value",
                 "advantage",
                 "return",
-                "weight",  # the turn's importance weight in the policy loss (ppo.explore)
             )
         ]
     ),

@@ -17,7 +17,7 @@ FAILURES = [
     (
         ("no remote specified", "no remote is specified", "no default remote"),
         "no DVC remote is configured: `dvc remote add -d storage s3://BUCKET/PATH` and its "
-        "endpoint (README, 'Sharing artifacts through a remote')",
+        "endpoint (docs/remote.md)",
     ),
     (
         (

@@ -1,33 +1,31 @@
 """README's results tables, generated from metrics files (never typed by hand).
 
-Two sections: the default run (reports/eval/metrics.json) and the no-walkthrough headline
-run, a snapshot in reports/no_walkthrough/ (its metrics, learning curve and params) taken
-right after `make no-walkthrough` has run the experiment in the workspace.
+Sections between markers in README.md:
+- `results`: the default run, reports/eval/metrics.json;
+- `results:NAME`: an experiment (zorkppo.experiment), from its snapshots
+  reports/NAME/seed-N/ (metrics.json, curve.tsv, run.json): one table for one seed; for
+  several, each agent's mean over the seeds with the spread between them.
 
-python -m zorkppo.results_table             # rewrite both tables between their markers
+python -m zorkppo.results_table             # rewrite every section
 python -m zorkppo.results_table --check     # exit 1 if README.md is out of date
-python -m zorkppo.results_table --snapshot  # copy the workspace's run to reports/no_walkthrough/
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import re
+import statistics
+import subprocess
 import sys
 from pathlib import Path
 
 from zorkppo import paths
-from zorkppo.config import EVAL_AGENTS
-from zorkppo.curve import read_curve
+from zorkppo.config import EVAL_AGENTS, agent_and_mode
+from zorkppo.curve import parse_curve
 from zorkppo.evaluate import protocol_line
 
-SNAPSHOT = paths.REPORTS / "no_walkthrough"
-# README section -> (metrics file, learning curve or None)
-SECTIONS = {
-    "results": (paths.EVAL_REPORTS / "metrics.json", None),
-    "results:no-walkthrough": (SNAPSHOT / "metrics.json", SNAPSHOT / "curve.tsv"),
-}
+DEFAULT_METRICS = paths.EVAL_REPORTS / "metrics.json"
 COLUMNS = [
     "agent",
     "greedy score",
@@ -40,6 +38,40 @@ COLUMNS = [
 ]
 
 
+class WorkingTree:
+    """Files as they are on disk."""
+
+    def read(self, path: Path) -> str | None:
+        return path.read_text() if path.is_file() else None
+
+    def names(self, folder: Path) -> list[str]:
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+class Committed:
+    """Files as a git revision holds them (paths from the repository's root)."""
+
+    def __init__(self, repo: Path = Path("."), revision: str = "HEAD"):
+        self.repo, self.revision = repo, revision
+
+    def _git(self, *args) -> str | None:
+        done = subprocess.run(["git", "-C", str(self.repo), *args], capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else None
+
+    def read(self, path: Path) -> str | None:
+        return self._git("show", f"{self.revision}:{path.as_posix()}")
+
+    def names(self, folder: Path) -> list[str]:
+        listing = self._git("ls-tree", "--name-only", f"{self.revision}:{folder.as_posix()}")
+        return sorted(listing.split()) if listing else []
+
+
+def _order(agents) -> list[str]:
+    """Baselines first, then the model agents in pipeline order (each in the protocol's mode,
+    then in any other mode it was played in)."""
+    return sorted(agents, key=lambda entry: (EVAL_AGENTS.index(agent_and_mode(entry)[0]), entry))
+
+
 def render(metrics: dict) -> str:
     """One row per agent: the greedy episode's score, then the sampled episodes' figures
     (a deterministic agent, the walkthrough, has only the former and fills the rest from it)."""
@@ -49,10 +81,7 @@ def render(metrics: dict) -> str:
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
-    order = [a for a in EVAL_AGENTS if a in metrics["agents"]] + sorted(
-        set(metrics["agents"]) - set(EVAL_AGENTS)
-    )
-    for agent in order:
+    for agent in _order(metrics["agents"]):
         runs = metrics["agents"][agent]
         greedy, sampled = runs.get("greedy"), runs.get("sample")
         m = sampled or greedy
@@ -70,12 +99,11 @@ def render(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def render_curve(points: list[dict]) -> str:
+def render_curve(points: list[dict], where: str) -> str:
     lines = [
         "",
-        "Learning curve (`reports/no_walkthrough/curve.tsv`, `learning_curve.png`): the PPO "
-        "policy every few iterations, 1 greedy and the sampled episodes of `ppo.curve`, "
-        "and the training episodes that ended in between.",
+        f"Learning curve (`{where}`): the PPO policy every few iterations, 1 greedy and the "
+        "sampled episodes of `ppo.curve`, and the training episodes that ended in between.",
         "",
         "| PPO iteration | environment steps | greedy | sampled (mean ± std) | sampled max "
         "| deaths | training episodes (mean score) |",
@@ -93,32 +121,100 @@ def render_curve(points: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def snapshot(target: Path = SNAPSHOT) -> None:
-    """The workspace's last run (metrics, curve, params) into `target`, for the README."""
-    sources = [
-        paths.EVAL_REPORTS / "metrics.json",
-        paths.PPO_CURVE,
-        paths.PPO_CURVE_PNG,
-        paths.EVAL_REPORTS / "scores.png",
-        Path("params.yaml"),
+def run_line(runs: dict[str, dict]) -> str:
+    """Which commit each seed ran on, and how long it took."""
+    parts = [
+        f"seed {seed}: commit `{run['commit'][:7]}`"
+        + (" with uncommitted changes" if "+" in run["commit"] else "")
+        + f", {run['seconds'] / 60:.0f} min"
+        for seed, run in runs.items()
     ]
-    missing = [str(p) for p in sources if not p.is_file()]
-    if missing:
-        raise SystemExit(f"no run to snapshot: {', '.join(missing)} missing (run the experiment)")
-    target.mkdir(parents=True, exist_ok=True)
-    for source in sources:
-        shutil.copyfile(source, target / source.name)
+    return "Runs (from scratch, on a 2-core CPU): " + "; ".join(parts) + "."
 
 
-def updated_readme(readme: str, sections=tuple(SECTIONS)) -> str:
-    for section in sections:
-        metrics, curve = SECTIONS[section]
-        if not metrics.is_file():
+def render_seeds(seeds: dict[str, dict]) -> str:
+    """Each agent's figures as the mean over the training seeds, and the spread between
+    the seeds' means (the std of the per-seed means, which is what another seed would move)."""
+    first = next(iter(seeds.values()))
+    protocol = protocol_line(first["protocol"], first["agents"]).rstrip(".")
+    lines = [
+        f"{protocol}; training seeds {', '.join(seeds)}: each figure is the mean over the "
+        "seeds, ± the std between the seeds' means.",
+        "",
+        "| agent | greedy score | sampled score | sampled score per seed | sampled max "
+        "| deaths (all seeds) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for agent in _order(first["agents"]):
+        runs = [m["agents"][agent] for m in seeds.values()]
+        greedy = [r["greedy"]["score_mean"] for r in runs if "greedy" in r]
+        sampled = [r["sample"]["score_mean"] for r in runs if "sample" in r]
+
+        def spread(values, digits):
+            if not values:
+                return "-"
+            std = statistics.pstdev(values) if len(values) > 1 else 0.0
+            return f"{statistics.fmean(values):.{digits}f} ± {std:.{digits}f}"
+
+        cells = [
+            agent,
+            spread(greedy, 1),
+            spread(sampled, 1),
+            " / ".join(f"{v:.1f}" for v in sampled) or "-",
+            str(max((r["sample"]["score_max"] for r in runs if "sample" in r), default="-")),
+            str(sum((r.get("sample") or r["greedy"])["deaths"] for r in runs)),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_experiment(name: str, source) -> str | None:
+    """README's section for an experiment, from every seed's snapshot; None if it has none."""
+    folder = paths.REPORTS / name
+    seeds, runs, curves = {}, {}, {}
+    for entry in source.names(folder):
+        if not entry.startswith("seed-"):
             continue
-        table = render(json.loads(metrics.read_text()))
-        if curve is not None and curve.is_file():
-            table += "\n" + render_curve(read_curve(curve))
-        readme = replace_section(readme, table, section)
+        seed = entry.removeprefix("seed-")
+        metrics = source.read(folder / entry / "metrics.json")
+        if metrics is None:
+            continue
+        seeds[seed] = json.loads(metrics)
+        runs[seed] = json.loads(source.read(folder / entry / "run.json") or "{}")
+        curves[seed] = source.read(folder / entry / "curve.tsv")
+    if not seeds:
+        return None
+    seeds = dict(sorted(seeds.items(), key=lambda item: int(item[0])))
+    if len(seeds) == 1:
+        (seed,) = seeds
+        text = render(seeds[seed])
+        if curves[seed]:
+            text += "\n" + render_curve(
+                parse_curve(curves[seed]), f"{folder}/seed-{seed}/curve.tsv"
+            )
+    else:
+        text = render_seeds(seeds)
+    if all(runs.values()):
+        text += "\n\n" + run_line({seed: runs[seed] for seed in seeds})
+    return text
+
+
+def sections(readme: str) -> list[str]:
+    return re.findall(r"<!-- (results(?::[\w-]+)?):start -->", readme)
+
+
+def updated_readme(readme: str, source=None) -> str:
+    """`readme` with every results section rendered from `source` (default: the working
+    tree; Committed() reads what git holds)."""
+    source = source or WorkingTree()
+    for section in sections(readme):
+        if section == "results":
+            metrics = source.read(DEFAULT_METRICS)
+            table = render(json.loads(metrics)) if metrics is not None else None
+        else:
+            table = render_experiment(section.split(":", 1)[1], source)
+        if table is not None:
+            readme = replace_section(readme, table, section)
     return readme
 
 
@@ -131,6 +227,10 @@ def replace_section(readme: str, table: str, section: str = "results") -> str:
     return f"{head}{start}\n{table}\n{end}{tail}"
 
 
+def update_readme(path: Path = Path("README.md")) -> None:
+    path.write_text(updated_readme(path.read_text()))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -139,16 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="only check that README.md is up to date"
     )
-    parser.add_argument(
-        "--snapshot", action="store_true", help=f"first copy the workspace's run to {SNAPSHOT}/"
-    )
     args = parser.parse_args(argv)
-    sections = tuple(SECTIONS)
-    if args.snapshot:  # the workspace holds the experiment now: leave the default table alone
-        snapshot()
-        sections = ("results:no-walkthrough",)
     readme = Path(args.readme).read_text()
-    updated = updated_readme(readme, sections)
+    updated = updated_readme(readme)
     if args.check:
         if updated != readme:
             print(

@@ -1,4 +1,5 @@
-"""Multi-turn PPO against live games. Read `train` top to bottom; the math is in ppo.py.
+"""Multi-turn PPO against live games. Read `train_iteration` top to bottom; the math is in
+ppo.py.
 
 One iteration: every game plays `rollout_turns` turns (one batched policy call per turn
 for all games), rewards are shaped, GAE runs per game over its turns (bootstrapped by the
@@ -7,117 +8,143 @@ value of the state it stopped in), then `ppo_epochs` passes of minibatch updates
 
 from __future__ import annotations
 
+import math
+import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from zorkppo import ppo
 from zorkppo.distributed import ONE_PROCESS, Replicas
+from zorkppo.episodes import Episodes
 from zorkppo.model import recompute_layer_activations
 from zorkppo.modes import ActionMode, Sample, action_mode
 from zorkppo.policy import Policy
-from zorkppo.prompt import render_prompt
-from zorkppo.rewards import TERMS, EpisodeTracker
+from zorkppo.rewards import TERMS, reward_terms
 
 if TYPE_CHECKING:  # the PPO update imports without the game engine (bench/gpu.py on a GPU host)
+    from zorkppo.config import PpoParams
     from zorkppo.envs import VecGames
-    from zorkppo.game import GameState
 
 
 @dataclass
-class RolloutState:
-    """Where every game is between iterations; pickled into checkpoints for exact resume."""
+class PpoRun:
+    """What one PPO run carries from iteration to iteration: the policy and how it acts, the
+    optimizer, the KL controller, the random streams and the replicas. stages.ppo checkpoints
+    it (`state_dict`) with the games."""
 
-    trackers: list[EpisodeTracker]
-    states: list[GameState]
-    episodes_started: int  # the next episode's number
-    finished_scores: list[int] = field(default_factory=list)
-    # With several replicas, replica r plays games r*n .. r*n+n-1 and numbers its later
-    # episodes r, r+R, r+2R, ... past the first round: numbers unique across replicas.
-    first_env: int = 0
-    episode_stride: int = 1
+    cfg: PpoParams
+    policy: Policy
+    mode: ActionMode
+    optimizer: torch.optim.Optimizer
+    controller: ppo.AdaptiveKLController
+    generator: torch.Generator  # the policy's sampling
+    rng: random.Random  # minibatch order, rank mode's candidate draws
+    total_updates: int  # over the whole run: the entropy bonus decays over them
+    replicas: Replicas = ONE_PROCESS
+    update_step: int = 0
 
-
-def start_rollout(games: VecGames, history_turns: int, replicas: Replicas = ONE_PROCESS):
-    states = games.call("reset")
-    first = replicas.rank * games.count
-    trackers = [EpisodeTracker(history_turns, episode=first + i) for i in range(games.count)]
-    for tracker, state in zip(trackers, states, strict=True):
-        tracker.start(state)
-    started = games.count * replicas.world + replicas.rank
-    return RolloutState(trackers, states, started, first_env=first, episode_stride=replicas.world)
-
-
-def prompts_for(rollout: RolloutState, tokenizer, only: list[int] | None = None) -> list[str]:
-    games = range(len(rollout.states)) if only is None else only
-    return [
-        render_prompt(
-            rollout.states[i].description,
-            rollout.states[i].inventory,
-            list(rollout.trackers[i].history),
-            tokenizer,
+    @classmethod
+    def start(cls, cfg, policy: Policy, seed: int, replicas: Replicas = ONE_PROCESS) -> PpoRun:
+        kl = cfg.kl
+        samples = cfg.num_envs * cfg.rollout_turns  # an iteration's, over every replica
+        # Each replica samples its own games from its own streams (rank 0's are one process's).
+        own_seed = seed + replicas.rank
+        return cls(
+            cfg,
+            policy,
+            action_mode(cfg.action_mode, cfg.max_candidates),
+            torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.learning_rate),
+            ppo.AdaptiveKLController(kl.init_coef, kl.low, kl.high, kl.up, kl.down),
+            torch.Generator().manual_seed(own_seed),
+            random.Random(own_seed),
+            cfg.iterations * cfg.ppo_epochs * math.ceil(samples / cfg.minibatch_size),
+            replicas,
         )
-        for i in games
-    ]
+
+    def state_dict(self) -> dict:
+        """The optimizer, controller and update count: the same on every replica."""
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "controller": self.controller.state_dict(),
+            "update_step": self.update_step,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.controller.load_state_dict(state["controller"])
+        self.update_step = state["update_step"]
+
+    def streams(self) -> dict:
+        """This replica's random streams."""
+        return {"generator": self.generator.get_state(), "rng": self.rng.getstate()}
+
+    def load_streams(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.rng.setstate(state["rng"])
 
 
-def play_turns(
-    policy: Policy, mode: ActionMode, games: VecGames, rollout: RolloutState, cfg, generator, rng
-) -> tuple[list, list]:
-    """Play cfg.rollout_turns turns in every game. Returns samples [T][N] and turn records [T][N]."""
-    samples, records = [], []
+def start_episodes(games: VecGames, history_turns: int, replicas: Replicas = ONE_PROCESS):
+    """Every game's first episode. With several replicas, replica r plays games r*n .. r*n+n-1,
+    whose first episodes have those numbers; its later ones are numbered r, r+R, r+2R, ...
+    past the first round: numbers unique across replicas."""
+    first = replicas.rank * games.count
+    episodes = Episodes(
+        games, history_turns, games.count * replicas.world + replicas.rank, replicas.world
+    )
+    episodes.start(numbers=range(first, first + games.count))
+    return episodes
+
+
+def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
+    """cfg.rollout_turns turns in every game, a game restarting as its episode ends. Returns
+    samples [T][N], turn records [T][N] and the final scores of the episodes that ended."""
+    cfg, policy, mode = run.cfg, run.policy, run.mode
+    first_game = run.replicas.rank * episodes.games.count
+    samples, records, finished = [], [], []
     for _ in range(cfg.rollout_turns):
-        prompts = prompts_for(rollout, policy.tokenizer)
-        valid = games.call("valid_actions") if mode.needs_valid_actions else None
-        turn = mode.act(policy, prompts, valid, generator, rng)
-        commands = [s.command or "look" for s in turn]  # an empty generation still costs a turn
-        after = games.call("step", [(c,) for c in commands])
-        turn_records, resets = [], []
-        for i, state in enumerate(after):
-            tracker = rollout.trackers[i]
-            terms = tracker.record(rollout.states[i], commands[i], state, cfg.rewards)
-            truncated = not state.done and tracker.steps >= cfg.max_steps
+        prompts = episodes.prompts(policy.tokenizer)
+        valid = episodes.valid_actions() if mode.needs_valid_actions else None
+        turn = mode.act(policy, prompts, valid, run.generator, run.rng)
+        # an empty generation still costs a turn
+        steps = episodes.step([s.command or "look" for s in turn])
+        turn_records = []
+        for step in steps:
+            terms = reward_terms(step, cfg.rewards)
+            truncated = not step.after.done and step.step + 1 >= cfg.max_steps
             turn_records.append(
                 {
-                    "env": rollout.first_env + i,
-                    "episode": tracker.episode,
-                    "step": tracker.steps - 1,
-                    "command": commands[i],
-                    "game_score": state.score,
-                    "location": state.location,
-                    "state_hash": rollout.states[i].world_hash,
-                    "done": state.done or truncated,
+                    "env": first_game + step.game,
+                    "episode": step.episode,
+                    "step": step.step,
+                    "command": step.command,
+                    "game_score": step.after.score,
+                    "location": step.after.location,
+                    "state_hash": step.before.world_hash,
+                    "done": step.after.done or truncated,
                     "truncated": truncated,
-                    "world_changed": state.world_hash != rollout.states[i].world_hash,
+                    "world_changed": step.world_changed,
                     "reward": sum(terms.values()),
                     **terms,
                 }
             )
-            rollout.states[i] = state
-            if state.done or truncated:
-                rollout.finished_scores.append(state.score)
-                resets.append(i)
+        ended = [i for i, r in enumerate(turn_records) if r["done"]]
+        finished += [steps[i].after.score for i in ended]
         # A game cut at max_steps has not ended: GAE needs the value of where it was cut,
-        # read now, before the reset replaces that state.
-        cut = [i for i in resets if turn_records[i]["truncated"]]
+        # read now, before the restart replaces that state.
+        cut = [i for i in ended if turn_records[i]["truncated"]]
         if cut:
             cut_values = policy.values(
-                policy.encode_prompts(prompts_for(rollout, policy.tokenizer, cut))
+                policy.encode_prompts(episodes.prompts(policy.tokenizer, cut))
             )
             for i, value in zip(cut, cut_values.tolist(), strict=True):
                 turn_records[i]["cut_value"] = value
-        for i, state in zip(
-            resets, games.call("reset", only=resets) if resets else [], strict=True
-        ):
-            rollout.trackers[i].episode = rollout.episodes_started
-            rollout.episodes_started += rollout.episode_stride
-            rollout.trackers[i].start(state)
-            rollout.states[i] = state
+        episodes.start(ended)
         samples.append(turn)
         records.append(turn_records)
-    return samples, records
+    return samples, records, finished
 
 
 def advantages_per_game(
@@ -154,24 +181,14 @@ def same_state_over_replicas(records, advantages, returns, replicas: Replicas):
     return ppo.same_state_advantages(all_returns, all_states, all_advantages)[:, mine]
 
 
-def ppo_update(
-    policy,
-    mode,
-    optimizer,
-    samples,
-    advantages,
-    returns,
-    cfg,
-    kl_coef,
-    update_step,
-    total_updates,
-    rng,
-    replicas: Replicas = ONE_PROCESS,
-):
-    """cfg.ppo_epochs passes of clipped-PPO minibatch updates. Returns (stats, updates done).
+def ppo_update(run: PpoRun, samples, advantages, returns) -> tuple[dict, int]:
+    """cfg.ppo_epochs passes of clipped-PPO minibatch updates, at the KL coefficient the
+    controller holds now. Returns (stats, updates done); run.update_step advances by them.
 
     With several replicas each takes its share of every minibatch from its own turns, and
     the gradients are averaged before the step: one global minibatch, as in one process."""
+    cfg, policy, mode, replicas = run.cfg, run.policy, run.mode, run.replicas
+    kl_coef, first_update = run.controller.coef, run.update_step
     flat = [s for row in samples for s in row]
     adv = advantages.flatten()
     if cfg.normalize_advantages:  # over every replica's turns
@@ -180,21 +197,17 @@ def ppo_update(
     ret = returns.flatten()
     old_logprob = torch.tensor([s.logprob for s in flat])
     old_values = torch.tensor([s.value for s in flat])
-    weights = torch.tensor([s.weight for s in flat])
     params = policy.trainable_parameters()
     minibatch_size = replicas.split(cfg.minibatch_size, "ppo.minibatch_size")
     stats: dict[str, list[float]] = {}
-    updates = 0
-    for _epoch in range(cfg.ppo_epochs):
+    for epoch in range(cfg.ppo_epochs):
         order = list(range(len(flat)))
-        rng.shuffle(order)
+        run.rng.shuffle(order)
         epoch_kl = []
         for start in range(0, len(order), minibatch_size):
             idx = order[start : start + minibatch_size]
-            clip = ppo.clip_range(
-                update_step + updates, cfg.clip_start, cfg.clip_floor, cfg.clip_horizon
-            )
-            ent_coef = ppo.entropy_coef(update_step + updates, cfg.entropy_coef, total_updates)
+            clip = ppo.clip_range(run.update_step, cfg.clip_start, cfg.clip_floor, cfg.clip_horizon)
+            ent_coef = ppo.entropy_coef(run.update_step, cfg.entropy_coef, run.total_updates)
             # Gradient checkpointing (param) trades recompute for activation memory: the 7B
             # profile's need. Only the forward runs inside: reentrant recompute needs no flags.
             with recompute_layer_activations(policy.model, cfg.gradient_checkpointing):
@@ -206,7 +219,6 @@ def ppo_update(
                 old_logprob[idx].to(device),
                 adv[idx].to(device),
                 clip,
-                weights[idx].to(device),
             )
             v_loss = ppo.value_loss(
                 terms["values"], old_values[idx].to(device), ret[idx].to(device), cfg.value_clip
@@ -218,12 +230,12 @@ def ppo_update(
                 + kl_coef * terms["kl"]
                 + cfg.js_coef * terms["js"]
             )
-            optimizer.zero_grad()
+            run.optimizer.zero_grad()
             loss.backward()
             replicas.average_gradients(params)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-            optimizer.step()
-            updates += 1
+            run.optimizer.step()
+            run.update_step += 1
             epoch_kl.append(float(approx_kl))
             for name, value in (
                 ("loss/policy", pg_loss),
@@ -239,9 +251,10 @@ def ppo_update(
             ):
                 stats.setdefault(name, []).append(value.item() if torch.is_tensor(value) else value)
         if replicas.mean(sum(epoch_kl) / len(epoch_kl)) > cfg.target_kl:
-            stats.setdefault("early_stop_epoch", []).append(_epoch)
+            stats.setdefault("early_stop_epoch", []).append(epoch)
             break
-    return {k: replicas.mean(sum(v) / len(v)) for k, v in stats.items()}, updates
+    stats = {k: replicas.mean(sum(v) / len(v)) for k, v in stats.items()}
+    return stats, run.update_step - first_update
 
 
 def rollout_kl(samples: list[list[Sample]], mode: ActionMode) -> tuple[float, int]:
@@ -263,7 +276,6 @@ def turn_rows(records, samples, advantages, returns) -> list[list[dict]]:
                 "value": s.value,
                 "advantage": float(advantages[t, i]),
                 "return": float(returns[t, i]),
-                "weight": s.weight,
             }
             for i, (r, s) in enumerate(zip(row, srow, strict=True))
         ]
@@ -296,67 +308,37 @@ def iteration_metrics(
     return metrics
 
 
-def train_iteration(
-    policy,
-    games,
-    rollout,
-    optimizer,
-    controller,
-    cfg,
-    update_step,
-    total_updates,
-    generator,
-    rng,
-    replicas: Replicas = ONE_PROCESS,
-) -> tuple[dict, list[dict], int]:
-    """One PPO iteration, steps 1-5. Returns (metrics, turn records with advantages, updates).
+def train_iteration(run: PpoRun, episodes: Episodes) -> tuple[dict, list[dict], list[int]]:
+    """One PPO iteration, steps 1-5. Returns (metrics, turn records with advantages, final
+    scores of this replica's episodes that ended).
 
     With several replicas, the metrics and the rows cover every replica's games (rows in
     rank order), and are the same on every replica."""
+    cfg, policy, replicas = run.cfg, run.policy, run.replicas
     policy.model.eval()  # dropout off: rollout and update must score actions identically
-    mode = action_mode(cfg.action_mode, cfg.max_candidates, cfg.explore)
-    rollout.finished_scores = []
     # 1. Rollout: every game plays rollout_turns turns; one batched policy call per turn.
     started = time.perf_counter()
-    samples, records = play_turns(policy, mode, games, rollout, cfg, generator, rng)
+    samples, records, finished = play_turns(run, episodes)
     seconds = time.perf_counter() - started
     # 2. Advantages: GAE per game, bootstrapped from the value of where each game stands now
-    #    (or, ppo.baseline games, each return against the other games' at the same turn;
-    #    state, against the other games' returns from the same game state).
-    last_values = policy.values(policy.encode_prompts(prompts_for(rollout, policy.tokenizer)))
+    #    (or, ppo.baseline state, each return against the other games' returns from the
+    #    same game state).
+    last_values = policy.values(policy.encode_prompts(episodes.prompts(policy.tokenizer)))
     advantages, returns = advantages_per_game(
         records, samples, last_values.cpu(), cfg.gamma, cfg.gae_lambda
     )
-    if cfg.baseline == "games":  # against the other games at the same turn, every replica's
-        *totals, count = replicas.sum(returns.sum(1).tolist() + [returns.shape[1]])
-        advantages = ppo.leave_one_out_advantages(
-            returns, torch.tensor(totals, dtype=returns.dtype)[:, None], int(count)
-        )
-    elif cfg.baseline == "state":  # against the other games' turns in the same game state
+    if cfg.baseline == "state":  # against the other games' turns in the same game state
         advantages = same_state_over_replicas(records, advantages, returns, replicas)
     # 3. Update: clipped PPO epochs over shuffled minibatches, early stop past target_kl.
     update_started = time.perf_counter()
-    update_stats, updates = ppo_update(
-        policy,
-        mode,
-        optimizer,
-        samples,
-        advantages,
-        returns,
-        cfg,
-        controller.coef,
-        update_step,
-        total_updates,
-        rng,
-        replicas,
-    )
+    update_stats, updates = ppo_update(run, samples, advantages, returns)
     update_seconds = time.perf_counter() - update_started
     # 4. Adaptive KL coefficient from this rollout's measured KL to the reference (all games).
-    kl_sum, kl_units = replicas.sum(list(rollout_kl(samples, mode)))
+    kl_sum, kl_units = replicas.sum(list(rollout_kl(samples, run.mode)))
     local = (
         turn_rows(records, samples, advantages, returns),
-        [s.score for s in rollout.states],
-        rollout.finished_scores,
+        [e.state.score for e in episodes.current],
+        finished,
     )
     everyone = replicas.gather(local)
     # turn by turn, and within a turn the games in order: replica 0's, then replica 1's, ...
@@ -366,11 +348,11 @@ def train_iteration(
         update_stats,
         [score for _, scores, _ in everyone for score in scores],
         [score for _, _, finished in everyone for score in finished],
-        controller.coef,
+        run.controller.coef,
         kl_sum / max(1, kl_units),
         seconds,
     )
     metrics["update_samples_per_s"] = updates * cfg.minibatch_size / update_seconds  # wall
-    controller.update(metrics["kl_rollout"])
+    run.controller.update(metrics["kl_rollout"])
     # 5. Turn-level records for the rollouts table: returned with the metrics.
-    return metrics, rows, updates
+    return metrics, rows, finished

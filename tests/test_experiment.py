@@ -1,0 +1,42 @@
+"""Named experiments: overrides checked before anything runs, and turned into dvc -S flags."""
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from zorkppo.errors import UserError
+from zorkppo.experiment import dvc_flags, load_experiment, with_overrides
+
+
+def test_every_shipped_experiment_is_valid_params():
+    for path in sorted((ROOT / "experiments").glob("*.yaml")):
+        experiment = load_experiment(path, ROOT / "params.yaml")
+        assert experiment.name == path.stem, path
+
+
+def test_overrides_land_in_the_params_and_become_flags(tmp_path):
+    spec = {
+        "name": "demo",
+        "seeds": [3, 4],
+        "params": {"sft": {"sources": ["random", "explorer"]}, "ppo": {"kl": {"up": 2.0}}},
+    }
+    path = tmp_path / "demo.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    experiment = load_experiment(path, ROOT / "params.yaml")
+    assert experiment.seeds == (3, 4) and experiment.params.seed == 3
+    assert experiment.params.sft.sources == ["random", "explorer"]
+    assert experiment.params.ppo.kl.up == 2.0 and experiment.params.ppo.kl.down == 0.8
+    flags = dvc_flags(experiment.overrides)
+    assert flags[::2] == ["-S", "-S"]
+    assert sorted(flags[1::2]) == ["ppo.kl.up=2.0", "sft.sources=[random, explorer]"]
+    assert with_overrides({"a": {"b": 1}}, {"a.c": 2}) == {"a": {"b": 1, "c": 2}}
+
+
+def test_a_typo_in_an_experiment_stops_before_it_runs(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump({"name": "typo", "params": {"ppo": {"lerning_rate": 1}}}))
+    with pytest.raises(UserError, match="unknown key 'ppo.lerning_rate'"):
+        load_experiment(path, ROOT / "params.yaml")
+    path.write_text(yaml.safe_dump({"params": {}}))
+    with pytest.raises(UserError, match="needs `name`"):
+        load_experiment(path, ROOT / "params.yaml")
