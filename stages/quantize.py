@@ -9,7 +9,7 @@ from pathlib import Path
 from zorkppo import paths
 from zorkppo.config import params_from_cli
 from zorkppo.errors import exit_on_user_error
-from zorkppo.examples import build_examples, split_episodes
+from zorkppo.examples import heldout_examples
 from zorkppo.io import write_json
 from zorkppo.model import load_causal_lm, load_tokenizer, resolve_device, seed_everything
 from zorkppo.quantize import (
@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(paths.BASE_MODEL)
 
     df = read_table(paths.TRAJECTORIES, TRAJECTORIES).to_pandas()
-    _, heldout_ids = split_episodes(df.episode_id, params.split.heldout_fraction, params.seed)
-    heldout = build_examples(df[df.episode_id.isin(heldout_ids)], tokenizer, prompt.history_turns)
+    heldout = heldout_examples(df, params.split, params.seed, tokenizer, prompt.history_turns)
     probe = [e.prompt for e in heldout[:PROBE_PROMPTS]]
 
     def measure(model) -> dict:

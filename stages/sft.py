@@ -18,7 +18,7 @@ from zorkppo.checkpoint import clear, fingerprint, keep_only_resumable
 from zorkppo.config import params_from_cli
 from zorkppo.distributed import close_replicas, init_replicas
 from zorkppo.errors import UserError, exit_on_user_error
-from zorkppo.examples import best_episodes, build_examples, split_episodes
+from zorkppo.examples import best_episodes, build_examples, heldout_examples, split_episodes
 from zorkppo.io import write_json
 from zorkppo.model import (
     load_causal_lm,
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
             "or episodes to collect.episodes"
         )
     train = build_examples(train_df, tokenizer, prompt.history_turns)
-    heldout = build_examples(df[df.episode_id.isin(heldout_ids)], tokenizer, prompt.history_turns)
+    heldout = heldout_examples(df, params.split, params.seed, tokenizer, prompt.history_turns)
     source_of = dict(zip(df.episode_id, df.source, strict=True))
 
     def score(examples, scored=None):

@@ -301,3 +301,21 @@ def test_trajectory_examples_use_the_episode_history():
     assert [e.action for e in examples] == ["north", "south"]
     assert "> north\nreply 1" in examples[1].prompt
     assert episode_transcripts(df) == ["reply 0\n> north\nreply 1\n> south\n"]
+
+
+def test_scored_heldout_rows_are_spread_over_the_heldout_episodes():
+    from zorkppo.config import SplitParams
+    from zorkppo.examples import heldout_examples, split_episodes
+
+    actions = [f"go {i}" for i in range(10)]
+    df = pd.concat(
+        [one_episode(actions, actions, actions).assign(episode_id=f"e{n}") for n in range(4)]
+    )
+    _, heldout_ids = split_episodes(df.episode_id, 0.5, seed=0)
+    everything = heldout_examples(df, SplitParams(heldout_fraction=0.5), 0, None, 2)
+    assert (
+        sorted({e.episode_id for e in everything}) == sorted(heldout_ids) and len(everything) == 20
+    )
+    spread = heldout_examples(df, SplitParams(heldout_fraction=0.5, scored_rows=5), 0, None, 2)
+    assert spread == everything[::4]  # 5 of 20: every 4th, from both held-out episodes
+    assert {e.episode_id for e in spread} == set(heldout_ids)

@@ -56,7 +56,7 @@ def test_a_command_round_trips_through_the_chat_template_and_the_tokenizer(smol_
         "West of House\nYou are standing in an open field.", "You are empty-handed.",
         [Turn("", "Welcome to Zork!")], tokenizer,
     )  # fmt: skip
-    assert prompt.startswith("<|im_start|>system\n")
+    assert prompt.startswith("<|im_start|>system\nYou are playing the text adventure Zork I.")
     assert prompt.endswith("Welcome to Zork!<|im_end|>\n<|im_start|>assistant\n")
     completion = completion_text("open mailbox", tokenizer)
     assert completion == "open mailbox<|im_end|>"  # the model's own end-of-turn token

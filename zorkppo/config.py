@@ -46,6 +46,9 @@ class CollectParams(Section):
 
 class SplitParams(Section):
     heldout_fraction: float = Field(0.2, gt=0, lt=1)  # of episodes, never of rows
+    # held-out rows that sft and quantize score (greedy decoding each: slow for a real LLM on
+    # a CPU), spread evenly over them; 0: all
+    scored_rows: int = Field(0, ge=0)
 
 
 class TinyModelParams(Section):

@@ -64,6 +64,16 @@ def build_examples(df: pd.DataFrame, tokenizer, history_turns: int) -> list[Exam
     return examples
 
 
+def heldout_examples(df: pd.DataFrame, split, seed: int, tokenizer, history_turns: int):
+    """The held-out episodes' examples that sft and quantize score: all of them, or
+    `split.scored_rows` spread evenly over them."""
+    _, heldout_ids = split_episodes(df.episode_id, split.heldout_fraction, seed)
+    examples = build_examples(df[df.episode_id.isin(heldout_ids)], tokenizer, history_turns)
+    if split.scored_rows and len(examples) > split.scored_rows:
+        examples = examples[:: math.ceil(len(examples) / split.scored_rows)]
+    return examples
+
+
 def episode_transcripts(df: pd.DataFrame) -> list[str]:
     """Plain game transcripts (opening text, then `> command` and reply), for pretraining."""
     texts = []

@@ -120,52 +120,48 @@ class Policy:
         full: bool = False,
         reference: bool = False,
     ) -> Scored:
-        """Log-probs of each option's tokens after its prompt, and the value of the prompt."""
-        rows = [p + o for p, o in zip(prompts, options, strict=True)]
-        width, longest = max(map(len, rows)), max(map(len, options))
-        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        """Log-probs of each option's tokens after its prompt, and the value of the prompt.
+
+        Prompts are left-padded and options right-padded, so that every prompt ends in the
+        same column and the options follow it: logits are computed only at the option
+        positions (over a 49k or 152k vocabulary, logits over the whole prompts would cost
+        more than the model), and the value reads the same column of the LM head's input."""
+        n, prompt_width, longest = len(prompts), max(map(len, prompts)), max(map(len, options))
+        ids = torch.full((n, prompt_width + longest), self.tokenizer.pad_token_id, dtype=torch.long)
         attention = torch.zeros_like(ids)
-        option_ids = torch.zeros((len(rows), longest), dtype=torch.long)
-        mask = torch.zeros((len(rows), longest), dtype=torch.bool)
+        option_ids = torch.zeros((n, longest), dtype=torch.long)
+        mask = torch.zeros((n, longest), dtype=torch.bool)
         for r, (p, o) in enumerate(zip(prompts, options, strict=True)):
-            ids[r, : len(p) + len(o)] = torch.tensor(p + o)
-            attention[r, : len(p) + len(o)] = 1
+            start, end = prompt_width - len(p), prompt_width + len(o)
+            ids[r, start:end] = torch.tensor(p + o)
+            attention[r, start:end] = 1
             option_ids[r, : len(o)] = torch.tensor(o)
             mask[r, : len(o)] = True
         ids, attention = ids.to(self.device), attention.to(self.device)
         option_ids, mask = option_ids.to(self.device), mask.to(self.device)
-        prompt_end = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
-        # Option token j of row r is predicted at position prompt_end[r] + j.
-        positions = (prompt_end[:, None] + torch.arange(longest, device=self.device)).clamp(
-            max=width - 1
-        )
-        # Logits only from the earliest option position on: over a 7B vocabulary the whole
-        # sequence's logits (and their gradient) would outweigh the checkpointed activations.
-        first = int(prompt_end.min())
         kwargs = {
             "input_ids": ids,
             "attention_mask": attention,
+            "position_ids": (attention.cumsum(-1) - 1).clamp(min=0),
             "use_cache": False,
-            "logits_to_keep": width - first,
+            # the last prompt token's column predicts option token 0, and so on: longest + 1
+            # columns from it (the last predicts past the options and is dropped)
+            "logits_to_keep": longest + 1,
         }
+        wants_values = not reference and self.value_head is not None
         if reference:
             with self.model.disable_adapter():
                 out = self.model(**kwargs)
         else:
-            out = self.model(**kwargs, output_hidden_states=True)
-        logits = out.logits.gather(
-            1, (positions - first)[..., None].expand(-1, -1, out.logits.shape[-1])
-        )
+            with self._last_hidden_state() if wants_values else nullcontext() as last:
+                out = self.model(**kwargs)
         # Same tempered distribution the sampler draws from, so PPO's ratios are on-policy.
-        logp_full = F.log_softmax(logits.float() / self.temperature, dim=-1)
+        logp_full = F.log_softmax(out.logits[:, :longest].float() / self.temperature, dim=-1)
         token_logp = logp_full.gather(-1, option_ids[..., None]).squeeze(-1).masked_fill(~mask, 0.0)
-        if reference or self.value_head is None:
-            values = torch.zeros(len(rows), device=self.device)
+        if wants_values:
+            values = self.value_head(last[0][:, 0])  # the last prompt token's column
         else:
-            last_hidden = out.hidden_states[-1][
-                torch.arange(len(rows), device=self.device), prompt_end
-            ]
-            values = self.value_head(last_hidden)
+            values = torch.zeros(n, device=self.device)
         return Scored(token_logp, mask, values, logp_full if full else None)
 
     @torch.no_grad()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from zorkppo.game import clean_command
 
 INSTRUCTION = "What do you do next? Answer with one game command."
+SYSTEM = f"You are playing the text adventure Zork I. {INSTRUCTION}"
 ACTION_PREFIX = "> "
 MAX_TEXT_CHARS = 400  # per block; long game replies would crowd out the rest of the prompt
 
@@ -28,13 +29,15 @@ def _clip(text: str) -> str:
     return text if len(text) <= MAX_TEXT_CHARS else text[: MAX_TEXT_CHARS - 3] + "..."
 
 
-def render_prompt_text(description: str, inventory: str, history: Sequence[Turn]) -> str:
+def render_prompt_text(
+    description: str, inventory: str, history: Sequence[Turn], instruction: bool = True
+) -> str:
     # The recent turns come last, so that a plain prompt ends the way a game transcript does
     # (a reply, then the prompt sign): what the base model was pretrained to continue.
     lines = [
         f"Room: {_clip(description)}",
         f"Inventory: {_clip(inventory)}",
-        INSTRUCTION,
+        *([INSTRUCTION] if instruction else []),
         "Recent turns:",
     ]
     for turn in history:
@@ -46,10 +49,15 @@ def render_prompt_text(description: str, inventory: str, history: Sequence[Turn]
 
 def render_prompt(description, inventory, history, tokenizer=None) -> str:
     """The full prompt, ending where the model's command should begin."""
-    body = render_prompt_text(description, inventory, history)
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": body}]
+        # A chat model: the task as the system message (in place of the template's default,
+        # SmolLM2's "helpful AI assistant"), the game's state as the user's message.
+        messages = [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": render_prompt_text(description, inventory, history, False)},
+        ]
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    body = render_prompt_text(description, inventory, history)
     # "\n>" without its space: the space starts the command's first token, as in "> open"
     # (" open"), the way BPE splits transcripts; a prompt ending in a lone " " token would make
     # the model write commands in token splits it never saw ("o", "pen").
