@@ -77,13 +77,20 @@ def test_int8_logits_stay_close_to_float32_on_a_real_model(smol_base):
         with torch.no_grad():
             logits[name] = model(**batch).logits[0].float()
     assert model.is_loaded_in_8bit
-    diff = (logits["int8"] - logits["fp32"]).abs()
-    assert diff.max() > 0  # it was quantized
-    # per position, int8 moves the logits by a small share of their spread, and the next-token
-    # choice agrees at nearly every position of the prompt
-    assert float(diff.mean() / logits["fp32"].std()) < 0.1
-    same = (logits["int8"].argmax(-1) == logits["fp32"].argmax(-1)).float().mean()
-    assert same > 0.9, same
+    fp32, int8 = logits["fp32"], logits["int8"]
+    assert (int8 - fp32).abs().max() > 0  # it was quantized
+    # int8 blurs the next-token distributions a little (mean KL 0.03 nats measured on two CPUs;
+    # a scrambled or unquantized-by-mistake model is far off or exactly 0) ...
+    log_p, log_q = fp32.log_softmax(-1), int8.log_softmax(-1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+    assert float(kl.mean()) < 0.1, kl
+    # ... it may swap near-ties (89-95% of argmaxes agree), never a choice fp32 is sure of
+    top2 = fp32.topk(2, dim=-1).values
+    sure = top2[:, 0] - top2[:, 1] > 1.0
+    assert sure.sum() > 10
+    assert bool((int8.argmax(-1) == fp32.argmax(-1))[sure].all())
+    in_top5 = (int8.topk(5, dim=-1).indices == fp32.argmax(-1, keepdim=True)).any(-1)
+    assert float(in_top5.float().mean()) > 0.95
 
 
 def test_a_missing_or_damaged_model_file_stops_with_one_line(tmp_path):
