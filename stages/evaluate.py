@@ -70,51 +70,77 @@ def main(argv: list[str] | None = None) -> None:
         "model_profile": params.model.profile,
         "walkthrough_data_in_training": walkthrough_data,
     }
+    if ev.game_seeds:
+        protocol_info.update(unseen_game_seeds=ev.game_seeds, seed_episodes=ev.seed_episodes)
     protocol = protocol_line(protocol_info, ev.agents)
 
     names = [agent_and_mode(agent)[0] for agent in ev.agents]
     require_agent_models(names)
-    all_rows, metrics, transcripts, policies = [], {}, {}, {}
-    with VecGames(zork_factory(str(rom), params.game.seed), ev.episodes) as games:
-        walkthrough = games.call("walkthrough", only=[0])[0]
-        for agent, name in zip(ev.agents, names, strict=True):
-            if name not in DECODINGS and name not in policies:  # `base` and `base:generate`
-                policies[name] = load_agent_policy(name, params, device)
-            metrics[agent] = {}
-            for decoding in DECODINGS.get(name, ("greedy", "sample")):
-                started = time.perf_counter()
-                choose = agent_chooser(agent, params, decoding, walkthrough, policies.get(name))
-                episodes = ev.episodes if decoding == "sample" else 1
-                rows = play(
-                    agent, games, choose, episodes, ev.max_steps, params.prompt.history_turns
-                )
-                for row in rows:
-                    row["decoding"] = decoding
-                m = metrics[agent][decoding] = summarize(rows)
-                all_rows += rows
-                for which, episode in pick_episodes(rows).items():
-                    if decoding == "greedy" and which == "median":
-                        continue  # one greedy episode: best and median are the same game
-                    transcripts[f"{agent}_{decoding}_{which}.md"] = transcript_markdown(
-                        f"{agent} ({decoding})", which, episode, protocol
+    loaded: dict[str, object] = {}  # one model agent's policy at a time (a 7B model is large)
+
+    def policy_of(name: str):
+        if name in DECODINGS:
+            return None
+        if name not in loaded:  # `base` then `base:generate` reuse one
+            loaded.clear()
+            loaded[name] = load_agent_policy(name, params, device)
+        return loaded[name]
+
+    # The protocol's game seed, then each unseen one (eval.game_seeds), every agent on each.
+    all_rows, transcripts, by_seed = [], {}, {}
+    for game_seed in [params.game.seed, *ev.game_seeds]:
+        episodes = ev.episodes if game_seed == params.game.seed else ev.seed_episodes
+        with VecGames(zork_factory(str(rom), game_seed), episodes) as games:
+            walkthrough = games.call("walkthrough", only=[0])[0]
+            metrics = by_seed[game_seed] = {}
+            for agent, name in zip(ev.agents, names, strict=True):
+                metrics[agent] = {}
+                for decoding in DECODINGS.get(name, ("greedy", "sample")):
+                    started = time.perf_counter()
+                    choose = agent_chooser(agent, params, decoding, walkthrough, policy_of(name))
+                    count = episodes if decoding == "sample" else 1
+                    rows = play(
+                        agent, games, choose, count, ev.max_steps, params.prompt.history_turns
                     )
-                print(
-                    f"evaluate: {agent:12s} {decoding:6s} score {m['score_mean']:6.1f} ± "
-                    f"{m['score_std']:5.1f} (max {m['score_max']}, {m['episodes']} episodes) "
-                    f"valid {m['valid_command_rate']:.0%} deaths {m['deaths']} "
-                    f"({time.perf_counter() - started:.1f} s)"
-                )
+                    for row in rows:
+                        row.update(decoding=decoding, game_seed=game_seed)
+                    m = metrics[agent][decoding] = summarize(rows)
+                    all_rows += rows
+                    if game_seed == params.game.seed:
+                        transcripts |= transcripts_of(agent, decoding, rows, protocol)
+                    print(
+                        f"evaluate: game seed {game_seed:3d} {agent:14s} {decoding:6s} score "
+                        f"{m['score_mean']:6.1f} ± {m['score_std']:5.1f} (highest reached "
+                        f"{m['reached_mean']:.1f}, {m['episodes']} episodes) valid "
+                        f"{m['valid_command_rate']:.0%} deaths {m['deaths']} "
+                        f"({time.perf_counter() - started:.1f} s)"
+                    )
 
     # Outputs only once every agent has played: a failure midway leaves the last run's intact.
     with atomic_dir(paths.EVAL_REPORTS / "transcripts") as folder:
         for name, text in transcripts.items():
             (folder / name).write_text(text)
     write_table(all_rows, paths.EVAL_REPORTS / "episodes.parquet", EPISODES)
-    bar_chart(metrics, paths.EVAL_REPORTS / "scores.png", protocol[:110] + "...")
+    main_seed = by_seed.pop(params.game.seed)
+    bar_chart(main_seed, paths.EVAL_REPORTS / "scores.png", protocol[:110] + "...")
     curves = ppo_curves()
     if curves:
         curve_chart(curves, paths.EVAL_REPORTS / "ppo_curve.png", "PPO training on Zork I")
-    write_json({"protocol": protocol_info, "agents": metrics}, paths.EVAL_REPORTS / "metrics.json")
+    report = {"protocol": protocol_info, "agents": main_seed}
+    if by_seed:  # the unseen game seeds, each agent on each
+        report["game_seeds"] = {str(seed): agents for seed, agents in by_seed.items()}
+    write_json(report, paths.EVAL_REPORTS / "metrics.json")
+
+
+def transcripts_of(agent: str, decoding: str, rows: list[dict], protocol: str) -> dict:
+    """The best and median episode of a run, as Markdown (a greedy run has one episode)."""
+    return {
+        f"{agent}_{decoding}_{which}.md": transcript_markdown(
+            f"{agent} ({decoding})", which, episode, protocol
+        )
+        for which, episode in pick_episodes(rows).items()
+        if not (decoding == "greedy" and which == "median")
+    }
 
 
 if __name__ == "__main__":

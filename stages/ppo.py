@@ -88,11 +88,15 @@ def main(argv: list[str] | None = None) -> None:
         run_params["replicas"] = replicas.world
     fingerprint = checkpoint.fingerprint(run_params, paths.QUANTIZED_MODEL)
 
-    make_game = zork_factory(str(rom), params.game.seed)
-    # the learning curve plays in games of its own, so training games are never disturbed
+    # Game i (over every replica's) plays ppo.game_seeds[i], cycled; by default game.seed.
+    seeds = cfg.game_seeds or [params.game.seed]
+    first = replicas.rank * local_envs
+    training = [zork_factory(str(rom), seeds[(first + i) % len(seeds)]) for i in range(local_envs)]
+    # the learning curve plays the protocol's game, in games of its own
     curve_on = cfg.curve.every and replicas.main  # rank 0 plays the curve, the rest wait
-    curve_games = VecGames(make_game, cfg.curve.episodes) if curve_on else nullcontext()
-    with VecGames(make_game, local_envs) as games, curve_games as eval_games:
+    make_curve_game = zork_factory(str(rom), params.game.seed)
+    curve_games = VecGames(make_curve_game, cfg.curve.episodes) if curve_on else nullcontext()
+    with VecGames(training, local_envs) as games, curve_games as eval_games:
         # 1. Resume from an unfinished run with the same fingerprint, or start clean.
         loaded = checkpoint.load_resumable(paths.PPO_MODEL, fingerprint) if replicas.main else None
         state = replicas.broadcast(loaded)

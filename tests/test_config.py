@@ -69,3 +69,11 @@ def test_missing_and_malformed_params_file(tmp_path):
     bad.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(UserError, match="mapping"):
         load_params(bad)
+
+
+def test_unseen_game_seeds_must_stay_out_of_training():
+    assert parse_params({"eval": {"game_seeds": [1, 2]}}).eval.game_seeds == [1, 2]
+    with pytest.raises(UserError, match=r"params: eval.game_seeds \[12\] are trained on"):
+        parse_params({"eval": {"game_seeds": [12, 2]}})  # game.seed trains when ppo's is empty
+    with pytest.raises(UserError, match=r"eval.game_seeds \[3\] are trained on"):
+        parse_params({"ppo": {"game_seeds": [3, 4]}, "eval": {"game_seeds": [1, 3]}})

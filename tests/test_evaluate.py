@@ -71,7 +71,7 @@ def test_summary_and_picked_episodes_hand_values():
         row(0, 0, 0, "West of House", True),
         row(0, 1, 5, "North of House", True),
         row(1, 0, 0, "West of House", False),
-        row(1, 1, 0, "West of House", True),
+        row(1, 1, 5, "West of House", True),  # reached 5, then died: final -10
         row(1, 2, -10, "Forest", True, died=True),
         row(2, 0, 0, "West of House", False),
     ]
@@ -80,6 +80,8 @@ def test_summary_and_picked_episodes_hand_values():
         "score_mean": pytest.approx(-5 / 3),
         "score_std": pytest.approx(6.2360956),  # population std of 5, -10, 0
         "score_max": 5,
+        "reached_mean": pytest.approx(10 / 3),  # 5, 5, 0
+        "reached_max": 5,
         "moves_mean": pytest.approx(2.0),  # 2, 3, 1
         "unique_locations_mean": pytest.approx(5 / 3),  # 2, 2, 1
         "valid_command_rate": pytest.approx(4 / 6),
@@ -95,6 +97,7 @@ def sample_metrics():
         "score_mean": 12.5,
         "score_std": 2.0,
         "score_max": 15,
+        "reached_mean": 14.5,
         "moves_mean": 98.0,
         "unique_locations_mean": 6.333,
         "valid_command_rate": 0.4,
@@ -138,9 +141,9 @@ def test_results_table_renders_and_checks(tmp_path, monkeypatch):
     assert results_table.main(["--check"]) == 1
     assert results_table.main([]) == 0
     text = readme.read_text()
-    assert "| random | - | 12.5 ± 2.0 | 15 | 98 | 6.3 | 40% | 1 |" in text
-    assert "| walkthrough | 102 | - | - | 98 |" in text
-    assert "| ppo | 35 | 20.0 ± 2.0 | 15 |" in text and text.endswith("tail\n")
+    assert "| random | - | 12.5 ± 2.0 | 14.5 | 15 | 98 | 6.3 | 40% | 1 |" in text
+    assert "| walkthrough | 102 | - | - | - | 98 |" in text
+    assert "| ppo | 35 | 20.0 ± 2.0 | 14.5 | 15 |" in text and text.endswith("tail\n")
     assert (
         "at most 100 steps each, game seed 12" in text
         and "walkthrough data used in training: yes" in text
@@ -182,7 +185,7 @@ def test_experiment_sections_render_one_seed_and_the_mean_over_several(tmp_path,
     seed(0, 20.0, 35.0)
     assert results_table.main([]) == 0
     text = readme.read_text()
-    assert "| ppo | 35 | 20.0 ± 2.0 | 15 |" in text
+    assert "| ppo | 35 | 20.0 ± 2.0 | 14.5 | 15 |" in text
     assert "| 8 | 512 | 30 | 20.0 ± 5.0 | 25 | 2 | 3 (12.5) |" in text
     assert "seed 0: commit `0000000`, 10 min" in text
     seed(1, 30.0, 40.0)
@@ -190,9 +193,37 @@ def test_experiment_sections_render_one_seed_and_the_mean_over_several(tmp_path,
     assert results_table.main([]) == 0
     text = readme.read_text()
     # sampled means 20, 30, 40: mean 30, population std 8.16; greedy 35, 40, 45: 40 ± 4.08
-    assert "| ppo | 40.0 ± 4.1 | 30.0 ± 8.2 | 20.0 / 30.0 / 40.0 | 15 | 3 |" in text
+    assert "| ppo | 40.0 ± 4.1 | 30.0 ± 8.2 | 20.0 / 30.0 / 40.0 | 14.5 ± 0.0 | 15 | 3 |" in text
     assert "training seeds 0, 1, 2" in text and "seed 2: commit `2222222`, 30 min" in text
     assert results_table.main(["--check"]) == 0
+
+
+def test_unseen_game_seeds_table_hand_values():
+    """Per game seed: the sampled mean (the walkthrough's greedy replay), averaged over the
+    training seeds' runs, and the mean over the unseen seeds."""
+
+    def run(walkthrough: float, ppo: list[float]) -> dict:
+        metrics = sample_metrics()
+        metrics["protocol"] |= {"unseen_game_seeds": [1, 2], "seed_episodes": 10}
+        metrics["agents"] = {
+            "walkthrough": {"greedy": {"score_mean": 102.0}},
+            "ppo": {"greedy": {"score_mean": 40.0}, "sample": {"score_mean": ppo[0]}},
+        }
+        metrics["game_seeds"] = {
+            str(seed): {
+                "walkthrough": {"greedy": {"score_mean": walkthrough}},
+                "ppo": {"greedy": {"score_mean": 0.0}, "sample": {"score_mean": score}},
+            }
+            for seed, score in zip((1, 2), ppo[1:], strict=True)
+        }
+        return metrics
+
+    text = results_table.render_game_seeds(
+        [run(30.0, [38.0, 20.0, 30.0]), run(30.0, [36.0, 30.0, 40.0])]
+    )
+    assert "| agent | game seed 12 (training) | seed 1 | seed 2 | unseen seeds, mean |" in text
+    assert "| walkthrough | 102.0 | 30.0 | 30.0 | 30.0 |" in text
+    assert "| ppo | 37.0 | 25.0 | 35.0 | 30.0 |" in text  # (20+30)/2, (30+40)/2, then (25+35)/2
 
 
 def test_committed_readme_tables_match_the_committed_metrics():

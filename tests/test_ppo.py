@@ -1,5 +1,7 @@
 """PPO behaviour: rewards, token masks, rank mode, what an update touches, and real learning."""
 
+from functools import partial
+
 import pytest
 import torch
 from ppo_helpers import best_command_probability, ppo_settings, tiny_policy, toy_prompt
@@ -247,6 +249,8 @@ def test_worker_processes_play_like_in_process_games_and_report_their_memory():
         played = workers.call("step", [("pull",), ("look",)])
         assert [s.score for s in played] == [10, 0]  # each worker runs its own game
         assert workers.peak_rss_mb() > 1.0  # forkserver children report their own peak
+    seeded = VecGames([partial(ToyRoom, 10), partial(ToyRoom, 20)], 2, processes=False)
+    assert [game.max_score for game in seeded.games] == [10, 20]  # game i from factory i
     in_process = VecGames(ToyRoom, 2, processes=False)
     in_process.call("reset")
     assert in_process.call("step", [("pull",), ("look",)]) == played

@@ -161,8 +161,13 @@ def test_evaluate_stage_reports_and_is_deterministic(ppo_project, first_run):
         "episodes": 2,
         "max_steps": 4,
         "max_new_tokens": 4,
-        "agents": ["random", "explorer", "walkthrough", "base", "sft", "quantized", "ppo"],
-    }
+        "agents": [
+            "random", "explorer", "walkthrough", "base", "base:constrained", "sft", "quantized",
+            "ppo",
+        ],
+        "game_seeds": [1],  # unseen: every agent plays it too
+        "seed_episodes": 1,
+    }  # fmt: skip
     ppo_project.write_params(params)
     report = ppo_project / "reports/eval"
     tracked = [
@@ -182,6 +187,7 @@ def test_evaluate_stage_reports_and_is_deterministic(ppo_project, first_run):
     metrics = json.loads(runs[0]["metrics.json"])
     assert list(metrics["agents"]) == [
         "base",
+        "base:constrained",
         "explorer",
         "ppo",
         "quantized",
@@ -193,9 +199,19 @@ def test_evaluate_stage_reports_and_is_deterministic(ppo_project, first_run):
         metrics["protocol"]["max_steps"] == 4
         and metrics["agents"]["walkthrough"]["greedy"]["score_max"] == 5  # N, N, U, Get egg
     )
-    for agent in ("base", "sft", "quantized", "ppo"):  # greedy: one episode; sampled: eval.episodes
-        runs_of = metrics["agents"][agent]
+    for agent in ("base", "base:constrained", "sft", "quantized", "ppo"):
+        runs_of = metrics["agents"][agent]  # greedy: one episode; sampled: eval.episodes
         assert runs_of["greedy"]["episodes"] == 1 and runs_of["sample"]["episodes"] == 2
+    # an agent with its own mode plays in it: constrained, every command is a valid action
+    assert metrics["agents"]["base:constrained"]["sample"]["valid_command_rate"] == 1.0
+    # the unseen game seed: every agent, seed_episodes sampled episodes; the walkthrough's
+    # first 4 commands do not depend on the game's randomness
+    unseen = metrics["game_seeds"]["1"]
+    assert list(unseen) == list(metrics["agents"])
+    assert unseen["ppo"]["sample"]["episodes"] == 1 and unseen["ppo"]["greedy"]["episodes"] == 1
+    assert unseen["walkthrough"]["greedy"]["score_max"] == 5
+    rows = pq.read_table(report / "episodes.parquet").to_pandas()
+    assert set(rows.game_seed) == {12, 1} and len(rows[rows.game_seed == 1].episode.unique()) <= 2
     assert list(metrics["agents"]["random"]) == list(metrics["agents"]["explorer"]) == ["sample"]
     # the explorer looks ahead and never walks into death: it leaves West of House in 4 turns
     assert metrics["agents"]["explorer"]["sample"]["unique_locations_mean"] > 1

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from zorkppo.errors import UserError
 
@@ -181,6 +188,12 @@ class KlParams(Section):
     down: float = Field(0.8, gt=0, le=1)
 
 
+class ArchiveParams(Section):
+    # share of rollout restarts that return to a state PPO's own rollouts reached (one per
+    # room and score, zorkppo.archive) instead of the game's start; 0: off
+    share: float = Field(0.0, ge=0, le=1)
+
+
 class CurveParams(Section):
     # evaluation episodes every N iterations (and before training, and at the end); 0: off
     every: int = Field(0, ge=0)
@@ -195,6 +208,9 @@ ACTION_MODES = ("generate", "rank", "constrained")
 class PpoParams(Section):
     action_mode: Literal[ACTION_MODES] = "generate"
     num_envs: int = Field(4, ge=1)  # games played at once, one worker process each
+    # the game seeds the training games play, game i the i-th (cycled); empty: game.seed.
+    # Evaluation's unseen seeds (eval.game_seeds) must stay out of it.
+    game_seeds: list[int] = []
     max_steps: int = Field(100, ge=1)  # turns per episode before a reset
     iterations: int = Field(12, ge=1)
     rollout_turns: int = Field(32, ge=1)  # turns per game per iteration
@@ -233,6 +249,7 @@ class PpoParams(Section):
     save_every: int = Field(1, ge=1)  # checkpoint every N iterations (and at the end)
     rewards: RewardParams = RewardParams()
     curve: CurveParams = CurveParams()  # the learning curve: reports/ppo/curve.tsv
+    archive: ArchiveParams = ArchiveParams()  # return to reached states, then explore
 
     @field_validator("max_batch_tokens", mode="before")
     @classmethod
@@ -257,6 +274,10 @@ class EvalParams(Section):
     # a model agent may carry its own action mode (`base:generate`), else it plays action_mode
     agents: list[str] = [a for a in EVAL_AGENTS if a != "explorer"]
     episodes: int = Field(20, ge=1)  # sampled episodes per agent (greedy plays one)
+    # unseen game seeds (game.seed's randomness: thief, troll, grue): every agent also plays
+    # seed_episodes sampled episodes (and 1 greedy) on each; keep them out of ppo.game_seeds
+    game_seeds: list[int] = []
+    seed_episodes: int = Field(10, ge=1)
     max_steps: int = Field(100, ge=1)  # the Jericho literature's protocol
     temperature: float = Field(0.7, gt=0)  # of the sampled episodes
     action_mode: Literal[ACTION_MODES] = "generate"
@@ -294,6 +315,16 @@ class Params(Section):
     ppo: PpoParams = PpoParams()
     eval: EvalParams = EvalParams()
 
+    @model_validator(mode="after")
+    def _unseen_seeds_stay_out_of_training(self):
+        trained = set(self.ppo.game_seeds or [self.game.seed])
+        if seen := sorted(trained & set(self.eval.game_seeds)):
+            raise ValueError(
+                f"eval.game_seeds {seen} are trained on (ppo.game_seeds, or game.seed when "
+                "that is empty): an unseen seed must stay out of training"
+            )
+        return self
+
 
 def _describe(exc: ValidationError, source: str) -> str:
     err = exc.errors()[0]
@@ -303,6 +334,8 @@ def _describe(exc: ValidationError, source: str) -> str:
         allowed = ", ".join(section.model_fields) if section else "?"
         where = ".".join(str(p) for p in err["loc"][:-1]) or "top level"
         return f"{source}: unknown key '{key}' (allowed in {where}: {allowed})"
+    if not key:  # a check across sections
+        return f"{source}: {err['msg'].removeprefix('Value error, ')}"
     return f"{source}: {key} = {err.get('input')!r} is invalid: {err['msg']}"
 
 

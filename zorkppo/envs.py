@@ -55,9 +55,13 @@ def _worker_context():
 class VecGames:
     """Games in worker processes (one frotz each), or in-process for tests."""
 
-    def __init__(self, make_game: Callable, count: int, processes: bool = True):
+    def __init__(self, make_game: Callable | list[Callable], count: int, processes: bool = True):
+        """`count` games from `make_game`, or game i from make_game[i]."""
         if count < 1:
             raise UserError(f"ppo.num_envs is {count}: it must be at least 1 (one game per worker)")
+        makers = make_game if isinstance(make_game, list) else [make_game] * count
+        if len(makers) != count:
+            raise ValueError(f"{len(makers)} game factories for {count} games")
         self.count = count
         self.processes = processes
         if processes:
@@ -65,13 +69,13 @@ class VecGames:
             pipes = [context.Pipe() for _ in range(count)]
             self.connections = [parent for parent, _ in pipes]
             self.workers = [
-                context.Process(target=_worker, args=(child, make_game), daemon=True)
-                for _, child in pipes
+                context.Process(target=_worker, args=(child, make), daemon=True)
+                for (_, child), make in zip(pipes, makers, strict=True)
             ]
             for worker in self.workers:
                 worker.start()
         else:
-            self.games = [make_game() for _ in range(count)]
+            self.games = [make() for make in makers]
 
     def call(
         self, method: str, args_per_game: list[tuple] | None = None, only: list[int] | None = None

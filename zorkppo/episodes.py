@@ -10,6 +10,7 @@ turns and restarts games itself.
 
 from __future__ import annotations
 
+import copy
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class Episode:
     visits: Counter = field(default_factory=Counter)  # world hash -> visits in this episode
     valid_actions: list[str] | None = None  # of `state`, once asked for
     outcomes: list[GameState] | None = None  # each valid action's outcome, once asked for
+    start: str = ""  # where it began: "" the game's start, else a saved place (`resume`)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,11 @@ class Episodes:
         self.current: list[Episode | None] = [None] * games.count
         self.next_number, self.stride = next_number, stride
 
+    def _take_numbers(self, count: int) -> list[int]:
+        end = self.next_number + self.stride * count
+        numbers, self.next_number = list(range(self.next_number, end, self.stride)), end
+        return numbers
+
     def _games(self, only: Iterable[int] | None) -> list[int]:
         return list(range(self.games.count)) if only is None else list(only)
 
@@ -71,10 +78,7 @@ class Episodes:
         """New episodes in these games (default all), the games reset; returns their numbers
         (by default the next ones)."""
         only = self._games(only)
-        if numbers is None:
-            end = self.next_number + self.stride * len(only)
-            numbers, self.next_number = range(self.next_number, end, self.stride), end
-        numbers = list(numbers)
+        numbers = self._take_numbers(len(only)) if numbers is None else list(numbers)
         states = self.games.call("reset", only=only) if only else []
         for i, number, state in zip(only, numbers, states, strict=True):
             self.current[i] = Episode(
@@ -84,6 +88,22 @@ class Episodes:
                 locations={state.location: None},
                 visits=Counter({state.world_hash: 1}),
             )
+        return numbers
+
+    def resume(self, only: list[int], saves: list, episodes: list[Episode], starts: list[str]):
+        """New episodes in these games that go on from saved places: game `only[k]` is
+        restored to `saves[k]`, its episode a copy of `episodes[k]` (recent turns, visits,
+        steps) under the next number, its `start` named `starts[k]`. Returns their numbers."""
+        if not only:
+            return []
+        numbers = self._take_numbers(len(only))
+        states = self.games.call("restore", [(save,) for save in saves], only=only)
+        for i, number, state, episode, start in zip(
+            only, numbers, states, episodes, starts, strict=True
+        ):
+            self.current[i] = copy.deepcopy(episode)
+            self.current[i].number, self.current[i].state = number, state
+            self.current[i].start = start
         return numbers
 
     def prompts(self, tokenizer, only: Iterable[int] | None = None) -> list[str]:

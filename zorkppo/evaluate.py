@@ -31,10 +31,11 @@ from zorkppo.records import TableSchema
 
 EPISODES = TableSchema(
     name="eval_episodes",
-    version=2,
+    version=3,  # v3: game_seed (eval.game_seeds)
     arrow=pa.schema(
         [
             ("agent", pa.string()),
+            ("game_seed", pa.int32()),
             ("episode", pa.int32()),
             ("step", pa.int32()),
             ("location", pa.string()),
@@ -161,15 +162,21 @@ def protocol_line(p: dict, agents=("random",)) -> str:
 
 
 def summarize(rows: list[dict]) -> dict:
+    """An agent's episodes in figures. Two score measures: the final score (`score_*`: where
+    the episode ended, this project's measure) and the highest score reached during the
+    episode (`reached_*`: TALES' measure, which a later loss of points does not take back)."""
     episodes: dict[int, list[dict]] = {}
     for row in rows:
         episodes.setdefault(row["episode"], []).append(row)
     finals = [ep[-1]["score"] for ep in episodes.values()]
+    reached = [max(0, *(r["score"] for r in ep)) for ep in episodes.values()]
     return {
         "episodes": len(episodes),
         "score_mean": statistics.fmean(finals),
         "score_std": statistics.pstdev(finals),
         "score_max": max(finals),
+        "reached_mean": statistics.fmean(reached),
+        "reached_max": max(reached),
         "moves_mean": statistics.fmean(ep[-1]["moves"] for ep in episodes.values()),
         "unique_locations_mean": statistics.fmean(
             len({r["location"] for r in ep}) for ep in episodes.values()

@@ -65,8 +65,9 @@ ROLLOUTS = TableSchema(
     name="rollouts",
     # v2: truncated (cut by ppo.max_steps; done includes it), world_changed; v3: weight;
     # v4: state_hash (the world hash the command was typed in: ppo.baseline state);
-    # v5: no weight (ppo.explore removed)
-    version=5,
+    # v5: no weight (ppo.explore removed); v6: start (where the episode began: "" the game's
+    # start, else the archived place it returned to, "room @ score")
+    version=6,
     arrow=pa.schema(
         [
             ("iteration", pa.int32()),
@@ -77,6 +78,7 @@ ROLLOUTS = TableSchema(
             ("game_score", pa.int32()),
             ("location", pa.string()),
             ("state_hash", pa.string()),
+            ("start", pa.string()),
             ("done", pa.bool_()),
             ("truncated", pa.bool_()),
             ("world_changed", pa.bool_()),

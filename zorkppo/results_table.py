@@ -28,9 +28,10 @@ from zorkppo.evaluate import protocol_line
 DEFAULT_METRICS = paths.EVAL_REPORTS / "metrics.json"
 COLUMNS = [
     "agent",
-    "greedy score",
-    "sampled score (mean ± std)",
-    "sampled max",
+    "greedy: final score",
+    "sampled: final score (mean ± std)",
+    "sampled: highest score reached (mean)",
+    "sampled: best final",
     "moves",
     "rooms",
     "valid commands",
@@ -89,6 +90,7 @@ def render(metrics: dict) -> str:
             agent,
             f"{greedy['score_mean']:.0f}" if greedy else "-",
             f"{sampled['score_mean']:.1f} ± {sampled['score_std']:.1f}" if sampled else "-",
+            f"{sampled['reached_mean']:.1f}" if sampled and "reached_mean" in sampled else "-",
             str(sampled["score_max"]) if sampled else "-",
             f"{m['moves_mean']:.0f}",
             f"{m['unique_locations_mean']:.1f}",
@@ -141,14 +143,17 @@ def render_seeds(seeds: dict[str, dict]) -> str:
         f"{protocol}; training seeds {', '.join(seeds)}: each figure is the mean over the "
         "seeds, ± the std between the seeds' means.",
         "",
-        "| agent | greedy score | sampled score | sampled score per seed | sampled max "
-        "| deaths (all seeds) |",
-        "|---|---|---|---|---|---|",
+        "| agent | greedy: final score | sampled: final score | sampled: final score per seed "
+        "| sampled: highest score reached | sampled: best final | deaths (all seeds) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for agent in _order(first["agents"]):
         runs = [m["agents"][agent] for m in seeds.values()]
         greedy = [r["greedy"]["score_mean"] for r in runs if "greedy" in r]
         sampled = [r["sample"]["score_mean"] for r in runs if "sample" in r]
+        reached = [
+            r["sample"]["reached_mean"] for r in runs if "reached_mean" in r.get("sample", {})
+        ]
 
         def spread(values, digits):
             if not values:
@@ -161,10 +166,46 @@ def render_seeds(seeds: dict[str, dict]) -> str:
             spread(greedy, 1),
             spread(sampled, 1),
             " / ".join(f"{v:.1f}" for v in sampled) or "-",
+            spread(reached, 1),
             str(max((r["sample"]["score_max"] for r in runs if "sample" in r), default="-")),
             str(sum((r.get("sample") or r["greedy"])["deaths"] for r in runs)),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _score(runs: dict) -> float:
+    """An agent's score on one game seed: its sampled mean, or its greedy episode's
+    (the walkthrough replays deterministically)."""
+    return (runs.get("sample") or runs["greedy"])["score_mean"]
+
+
+def render_game_seeds(seeds: list[dict]) -> str:
+    """Each agent's final score on the protocol's game seed and on each unseen one (sampled
+    mean; the walkthrough's replay), averaged over the training seeds' runs."""
+    first = seeds[0]
+    protocol = first["protocol"]
+    unseen = [str(s) for s in protocol["unseen_game_seeds"]]
+    lines = [
+        "",
+        f"On other game seeds (the game's randomness: thief, troll, grue): every agent also "
+        f"played {protocol['seed_episodes']} sampled episodes on each game seed it never "
+        "trained on (the walkthrough: its replay); final score, mean over the episodes"
+        + (" and the training seeds" if len(seeds) > 1 else "")
+        + ".",
+        "",
+        f"| agent | game seed {protocol['game_seed']} (training) | "
+        + " | ".join(f"seed {s}" for s in unseen)
+        + " | unseen seeds, mean |",
+        "|---|---|" + "---|" * len(unseen) + "---|",
+    ]
+    for agent in _order(first["agents"]):
+        main = statistics.fmean(_score(m["agents"][agent]) for m in seeds)
+        per_seed = [
+            statistics.fmean(_score(m["game_seeds"][s][agent]) for m in seeds) for s in unseen
+        ]
+        cells = [agent, f"{main:.1f}", *(f"{v:.1f}" for v in per_seed)]
+        lines.append("| " + " | ".join(cells + [f"{statistics.fmean(per_seed):.1f}"]) + " |")
     return "\n".join(lines)
 
 
@@ -194,6 +235,8 @@ def render_experiment(name: str, source) -> str | None:
             )
     else:
         text = render_seeds(seeds)
+    if all("game_seeds" in m for m in seeds.values()):
+        text += "\n" + render_game_seeds(list(seeds.values()))
     if all(runs.values()):
         text += "\n\n" + run_line({seed: runs[seed] for seed in seeds})
     return text
@@ -210,7 +253,12 @@ def updated_readme(readme: str, source=None) -> str:
     for section in sections(readme):
         if section == "results":
             metrics = source.read(DEFAULT_METRICS)
-            table = render(json.loads(metrics)) if metrics is not None else None
+            table = None
+            if metrics is not None:
+                metrics = json.loads(metrics)
+                table = render(metrics)
+                if "game_seeds" in metrics:
+                    table += "\n" + render_game_seeds([metrics])
         else:
             table = render_experiment(section.split(":", 1)[1], source)
         if table is not None:

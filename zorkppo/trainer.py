@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from zorkppo import ppo
+from zorkppo.archive import Archive
 from zorkppo.distributed import ONE_PROCESS, Replicas
 from zorkppo.episodes import Episodes
 from zorkppo.model import recompute_layer_activations
@@ -45,6 +46,7 @@ class PpoRun:
     total_updates: int  # over the whole run: the entropy bonus decays over them
     replicas: Replicas = ONE_PROCESS
     update_step: int = 0
+    archive: Archive | None = None  # ppo.archive.share > 0: states to return to
 
     @classmethod
     def start(cls, cfg, policy: Policy, seed: int, replicas: Replicas = ONE_PROCESS) -> PpoRun:
@@ -62,6 +64,7 @@ class PpoRun:
             random.Random(own_seed),
             cfg.iterations * cfg.ppo_epochs * math.ceil(samples / cfg.minibatch_size),
             replicas,
+            archive=Archive() if cfg.archive.share > 0 else None,
         )
 
     def state_dict(self) -> dict:
@@ -78,12 +81,17 @@ class PpoRun:
         self.update_step = state["update_step"]
 
     def streams(self) -> dict:
-        """This replica's random streams."""
-        return {"generator": self.generator.get_state(), "rng": self.rng.getstate()}
+        """This replica's random streams, and its archive."""
+        return {
+            "generator": self.generator.get_state(),
+            "rng": self.rng.getstate(),
+            "archive": self.archive,
+        }
 
     def load_streams(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         self.rng.setstate(state["rng"])
+        self.archive = state["archive"]
 
 
 def start_episodes(games: VecGames, history_turns: int, replicas: Replicas = ONE_PROCESS):
@@ -123,6 +131,7 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
                     "game_score": step.after.score,
                     "location": step.after.location,
                     "state_hash": step.before.world_hash,
+                    "start": episodes.current[step.game].start,
                     "done": step.after.done or truncated,
                     "truncated": truncated,
                     "world_changed": step.world_changed,
@@ -141,7 +150,11 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
             )
             for i, value in zip(cut, cut_values.tolist(), strict=True):
                 turn_records[i]["cut_value"] = value
-        episodes.start(ended)
+        if run.archive is None:
+            episodes.start(ended)
+        else:  # return to a reached state, or start over
+            run.archive.record(episodes, steps, cfg.max_steps)
+            run.archive.restart(episodes, ended, cfg.archive.share, run.rng)
         samples.append(turn)
         records.append(turn_records)
     return samples, records, finished

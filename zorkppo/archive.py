@@ -1,0 +1,89 @@
+"""Return, then explore (Go-Explore, XTX): an archive of the states PPO's own rollouts reached,
+from which some rollout games restart instead of starting the game over.
+
+States are grouped into cells by room and score, Go-Explore's coarse view: two states in the
+same room with the same score are one place to return to. A cell keeps the first, shortest
+way in that a rollout found: the game's save there (Jericho restores it exactly) and the
+episode as it stood (recent turns, visits, steps), so a game restarted there goes on as the
+game that reached it would have. Which cell a restart returns to is drawn with weight
+(1 + rank of its score among the archive's scores) / sqrt(1 + times chosen): the frontier
+(the highest scores reached) most, a cell chosen often less and less. Nothing here knows the
+game: the cells are what the policy itself reached. Evaluation never restarts from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from dataclasses import dataclass
+
+from zorkppo.episodes import Episode, Episodes, Step
+
+
+@dataclass
+class Cell:
+    location: str
+    score: int
+    steps: int  # turns into its episode when it was reached
+    save: object  # the game's save there
+    episode: Episode  # the episode as it stood there
+    chosen: int = 0  # restarts that returned to it
+
+
+class Archive:
+    def __init__(self):
+        self.cells: dict[tuple[str, int], Cell] = {}
+
+    def record(self, episodes: Episodes, steps: list[Step], max_steps: int) -> int:
+        """Archive each state these steps reached that opens a cell, or reaches a known cell
+        in fewer turns. An ended episode's last state is no place to return to, nor one with
+        no turn left before `max_steps`. Returns how many cells were added or replaced."""
+        keep = [
+            s
+            for s in steps
+            if not s.after.done
+            and s.step + 1 < max_steps
+            and (
+                (cell := self.cells.get((s.after.location, s.after.score))) is None
+                or s.step + 1 < cell.steps
+            )
+        ]
+        saves = episodes.games.call("save", only=[s.game for s in keep]) if keep else []
+        for step, save in zip(keep, saves, strict=True):
+            key = (step.after.location, step.after.score)
+            chosen = self.cells[key].chosen if key in self.cells else 0
+            episode = copy.deepcopy(episodes.current[step.game])
+            self.cells[key] = Cell(*key, step.step + 1, save, episode, chosen)
+        return len(keep)
+
+    def weights(self) -> list[float]:
+        """Each cell's draw weight, in `cells` order (see the module's docstring)."""
+        ranks = {
+            score: rank for rank, score in enumerate(sorted({c.score for c in self.cells.values()}))
+        }
+        return [(1 + ranks[c.score]) / math.sqrt(1 + c.chosen) for c in self.cells.values()]
+
+    def choose(self, rng: random.Random) -> Cell:
+        (cell,) = rng.choices(list(self.cells.values()), weights=self.weights())
+        cell.chosen += 1
+        return cell
+
+    def restart(self, episodes: Episodes, ended: list[int], share: float, rng: random.Random):
+        """New episodes in the `ended` games: each returns to a drawn cell with probability
+        `share` (once the archive holds one), the others start the game over. Returns the
+        games that returned."""
+        returning = [i for i in ended if self.cells and rng.random() < share]
+        fresh = [i for i in ended if i not in returning]
+        cells = [self.choose(rng) for _ in returning]
+        episodes.resume(
+            returning,
+            [c.save for c in cells],
+            [c.episode for c in cells],
+            [f"{c.location} @ {c.score}" for c in cells],
+        )
+        episodes.start(fresh)
+        return returning
+
+    def __len__(self) -> int:
+        return len(self.cells)
