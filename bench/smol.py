@@ -4,6 +4,7 @@ and what the rollout's speed-ups bought, each against the code path it replaced,
 
     python -m bench.smol                          # 8 games, 3 turns a measurement, fp32 and int8
     python -m bench.smol --games 8,20 --turns 2 --variants int8
+    python -m bench.smol --device cuda --games 8,32 --out reports/bench/smol_gpu.json
 
 The model is converted from the wheel's GGUF file once (into --model-dir) as the `base` stage
 converts it, and loaded as the pipeline loads it (8-bit: bitsandbytes LLM.int8, as `quantize`
@@ -98,7 +99,8 @@ def child(args) -> None:
     )
     quantization = quantization_config(8) if args.child == "int8" else None
     torch.manual_seed(0)
-    model = load_causal_lm(base, torch.device("cpu"), "float32", quantization)
+    device = torch.device(args.device)
+    model = load_causal_lm(base, device, "float32", quantization)
     policy = policy_with_fresh_adapter(
         model, tokenizer, params.ppo, params.prompt.max_prompt_tokens
     )
@@ -110,10 +112,15 @@ def child(args) -> None:
         for t in range(repeat):
             picks = [(t * n + i * 7) % len(text.prompts) for i in range(n)]
             results.append(call([text.prompts[i] for i in picks], [text.valid[i] for i in picks]))
+        sync()
         seconds = time.perf_counter() - started
         rows.append({"variant": args.child, "row": name, "N": n, "turns": n * repeat,
                      "seconds": seconds, "turns_per_s": n * repeat / seconds})  # fmt: skip
         return results
+
+    def sync():  # CUDA runs asynchronously: a timer stops when its work is done
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     generator, rng = torch.Generator().manual_seed(0), random.Random(0)
     constrained = action_mode("constrained")
@@ -137,12 +144,14 @@ def child(args) -> None:
     advantages = torch.randn(shape, generator=torch.Generator().manual_seed(1))
     started = time.perf_counter()
     _, updates = ppo_update(run, samples, advantages, advantages.clone())
+    sync()
     seconds = time.perf_counter() - started
     processed = updates * params.ppo.minibatch_size
     rows.append({"variant": args.child, "row": "update", "N": params.ppo.minibatch_size,
                  "samples": processed, "seconds": seconds, "samples_per_s": processed / seconds})  # fmt: skip
     prompt_tokens = [len(p) for p in policy.encode_prompts(text.prompts)]
-    print(json.dumps({"rows": rows, "peak_rss_mb": peak_rss_mb(),
+    gpu_peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    print(json.dumps({"rows": rows, "peak_rss_mb": peak_rss_mb(), "peak_gpu_mb": gpu_peak,
                       "prompt_tokens": [min(prompt_tokens), max(prompt_tokens),
                                         sum(prompt_tokens) / len(prompt_tokens)]}))  # fmt: skip
 
@@ -156,6 +165,7 @@ def main(argv=None) -> None:
     parser.add_argument("--games", default="8", help="numbers of games N, comma-separated")
     parser.add_argument("--turns", type=int, default=3, help="turns per measurement")
     parser.add_argument("--variants", default="fp32,int8")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--model-dir", default=None, help="converted model (default: a temp dir)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None)
@@ -173,7 +183,8 @@ def main(argv=None) -> None:
         for variant in args.variants.split(","):
             command = [sys.executable, "-m", "bench.smol", "--child", variant,
                        "--model-dir", str(model_dir), "--games", args.games,
-                       "--turns", str(args.turns), "--params", args.params]  # fmt: skip
+                       "--turns", str(args.turns), "--params", args.params,
+                       "--device", args.device]  # fmt: skip
             if args.rom:
                 command += ["--rom", args.rom]
             done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
@@ -191,8 +202,9 @@ def main(argv=None) -> None:
             grouped = by_key[(r["variant"], "act constrained", r["N"])]
             r["speedup"] = grouped["turns_per_s"] / r["turns_per_s"]
     columns = ["variant", "row", "N", "turns", "seconds", "turns_per_s", "samples_per_s", "speedup"]
-    text = table(results["rows"], columns, title="SmolLM2-135M-Instruct on this machine")
-    write_report("smol", {**results, "table": text}, args, args.out)
+    text = table(results["rows"], columns, title=f"SmolLM2-135M-Instruct on this machine, {args.device}")
+    name = "smol" if args.device == "cpu" else f"smol_{args.device}"
+    write_report(name, {**results, "table": text}, args, args.out)
 
 
 if __name__ == "__main__":
