@@ -202,7 +202,9 @@ def main(argv=None) -> None:
             grouped = by_key[(r["variant"], "act constrained", r["N"])]
             r["speedup"] = grouped["turns_per_s"] / r["turns_per_s"]
     columns = ["variant", "row", "N", "turns", "seconds", "turns_per_s", "samples_per_s", "speedup"]
-    text = table(results["rows"], columns, title=f"SmolLM2-135M-Instruct on this machine, {args.device}")
+    text = table(
+        results["rows"], columns, title=f"SmolLM2-135M-Instruct on this machine, {args.device}"
+    )
     name = "smol" if args.device == "cpu" else f"smol_{args.device}"
     write_report(name, {**results, "table": text}, args, args.out)
 
