@@ -3,6 +3,7 @@ learns on the GPU as on the CPU, and LLM.int8 on CUDA keeps a real model's logit
 
 import pytest
 import torch
+from int8_helpers import fp32_and_int8_logits, next_token_kl
 from ppo_helpers import best_command_probability, ppo_settings, run_iterations, tiny_policy
 
 from zorkppo.policy import Policy
@@ -34,8 +35,7 @@ def test_int8_on_cuda_keeps_a_real_models_logits(tmp_path):
     """SmolLM2 from the smol profile's GGUF, fp32 and LLM.int8 on the GPU, one prompt."""
     from zorkppo.config import WHEEL_PROFILES
     from zorkppo.errors import UserError
-    from zorkppo.model import convert_gguf, load_causal_lm, wheel_file
-    from zorkppo.quantize import quantization_config
+    from zorkppo.model import convert_gguf, wheel_file
 
     try:
         tokenizer, model = convert_gguf(wheel_file(WHEEL_PROFILES["smol"], "smol"))
@@ -45,12 +45,5 @@ def test_int8_on_cuda_keeps_a_real_models_logits(tmp_path):
     tokenizer.save_pretrained(tmp_path)
     batch = tokenizer("West of House. There is a small mailbox here.\n>open mailbox",
                       return_tensors="pt").to(CUDA)  # fmt: skip
-    logits = {}
-    for name, quantization in (("fp32", None), ("int8", quantization_config(8))):
-        loaded = load_causal_lm(tmp_path, CUDA, quantization=quantization)
-        with torch.no_grad():
-            logits[name] = loaded(**batch).logits[0].float()
-    assert loaded.is_loaded_in_8bit
-    log_p, log_q = logits["fp32"].log_softmax(-1), logits["int8"].log_softmax(-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+    kl = next_token_kl(*fp32_and_int8_logits(tmp_path, batch, CUDA))
     assert 0 < float(kl.mean()) < 0.1, kl

@@ -5,12 +5,12 @@ import os
 
 import pytest
 import torch
+from int8_helpers import fp32_and_int8_logits, next_token_kl
 
 from zorkppo.config import WHEEL_PROFILES, WheelFile
 from zorkppo.errors import UserError
 from zorkppo.model import convert_gguf, load_causal_lm, load_tokenizer, wheel_file
 from zorkppo.prompt import Turn, completion_text, parse_command, render_prompt
-from zorkppo.quantize import quantization_config
 
 CPU = torch.device("cpu")
 SENTENCE = "The capital of France is Paris. The sun rises in the east and sets in the west."
@@ -71,18 +71,11 @@ def test_int8_logits_stay_close_to_float32_on_a_real_model(smol_base):
     prompt = render_prompt("Kitchen\nA table seems to have been used recently.",
                            "You are carrying: A brass lantern", [], tokenizer)  # fmt: skip
     batch = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
-    logits = {}
-    for name, quantization in (("fp32", None), ("int8", quantization_config(8))):
-        model = load_causal_lm(smol_base, CPU, quantization=quantization)
-        with torch.no_grad():
-            logits[name] = model(**batch).logits[0].float()
-    assert model.is_loaded_in_8bit
-    fp32, int8 = logits["fp32"], logits["int8"]
+    fp32, int8 = fp32_and_int8_logits(smol_base, batch, CPU)
     assert (int8 - fp32).abs().max() > 0  # it was quantized
     # int8 blurs the next-token distributions a little (mean KL 0.03 nats measured on two CPUs;
     # a scrambled or unquantized-by-mistake model is far off or exactly 0) ...
-    log_p, log_q = fp32.log_softmax(-1), int8.log_softmax(-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+    kl = next_token_kl(fp32, int8)
     assert float(kl.mean()) < 0.1, kl
     # ... it may swap near-ties (89-95% of argmaxes agree), never a choice fp32 is sure of
     top2 = fp32.topk(2, dim=-1).values
