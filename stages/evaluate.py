@@ -86,15 +86,17 @@ def main(argv: list[str] | None = None) -> None:
             loaded[name] = load_agent_policy(name, params, device)
         return loaded[name]
 
-    # The protocol's game seed, then each unseen one (eval.game_seeds), every agent on each.
-    all_rows, transcripts, by_seed = [], {}, {}
-    for game_seed in [params.game.seed, *ev.game_seeds]:
-        episodes = ev.episodes if game_seed == params.game.seed else ev.seed_episodes
-        with VecGames(zork_factory(str(rom), game_seed), episodes) as games:
-            walkthrough = games.call("walkthrough", only=[0])[0]
-            metrics = by_seed[game_seed] = {}
-            for agent, name in zip(ev.agents, names, strict=True):
-                metrics[agent] = {}
+    # Each agent on the protocol's game seed, then on each unseen one (eval.game_seeds):
+    # agents outside, so that each model is loaded once.
+    game_seeds = [params.game.seed, *ev.game_seeds]
+    all_rows, transcripts = [], {}
+    by_seed: dict[int, dict] = {game_seed: {} for game_seed in game_seeds}
+    for agent, name in zip(ev.agents, names, strict=True):
+        for game_seed in game_seeds:
+            episodes = ev.episodes if game_seed == params.game.seed else ev.seed_episodes
+            with VecGames(zork_factory(str(rom), game_seed), episodes) as games:
+                walkthrough = games.call("walkthrough", only=[0])[0]
+                metrics = by_seed[game_seed][agent] = {}
                 for decoding in DECODINGS.get(name, ("greedy", "sample")):
                     started = time.perf_counter()
                     choose = agent_chooser(agent, params, decoding, walkthrough, policy_of(name))
@@ -104,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     for row in rows:
                         row.update(decoding=decoding, game_seed=game_seed)
-                    m = metrics[agent][decoding] = summarize(rows)
+                    m = metrics[decoding] = summarize(rows)
                     all_rows += rows
                     if game_seed == params.game.seed:
                         transcripts |= transcripts_of(agent, decoding, rows, protocol)
