@@ -11,14 +11,22 @@ Offline facts this module works around (see shared FACTS.md):
 - `get_valid_actions` costs ~0.3 s a call, so results are cached by world-state hash,
   and its choice of one command per equivalence class follows set order (varies with
   PYTHONHASHSEED), so we rebuild that last step with sorted tie-breaks.
+- Its candidate filter (C, one call for all candidates) can loop forever in some game
+  states: an explorer evaluation hung 25 minutes in it far from the house. It runs in a
+  forked copy of the worker that a timer kills; on a kill, the candidates are halved until
+  the ones that hang are found and left out (a warning names them).
 """
 
 from __future__ import annotations
 
+import os
+import pickle
 import re
+import signal
 import string
 import sys
 import warnings
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -26,6 +34,9 @@ from pathlib import Path
 from zorkppo.errors import UserError
 from zorkppo.rom import verify_rom
 
+# The candidate filter's limit per call: it takes 0.03-3 s (FACTS.md) and never returns when
+# it hangs. A call past this is taken for a hang and its candidates are split.
+FILTER_TIMEOUT_S = 60
 MAX_COMMAND_CHARS = 197  # Jericho truncates at >= 198 bytes; the game sees nothing past it.
 DEFAULT_GAME_SEED = 12  # The seed Jericho's Zork I walkthrough wins with (350/350).
 # Printable ASCII except backslash: dumb-frotz reads a line starting with "\\" as one of its
@@ -188,9 +199,14 @@ class ZorkGame:
                 for aliases in groups.values()
             )
             candidates = env.act_gen.generate_actions(names)
-            outcome_classes = env._filter_candidate_actions(
-                candidates, use_ctypes=True, use_parallel=False
-            )
+            hanging: list[str] = []
+            outcome_classes = filter_candidates(env, candidates, FILTER_TIMEOUT_S, hanging)
+            if hanging:
+                warnings.warn(
+                    f"valid actions at {self.state.location or 'this state'}: left out "
+                    f"{hanging}, on which the game engine did not return in {FILTER_TIMEOUT_S} s",
+                    stacklevel=2,
+                )
             chosen = {
                 max(sorted(acts), key=sys.modules["jericho.util"].verb_usage_count)
                 for acts in outcome_classes.values()
@@ -228,6 +244,49 @@ class ZorkGame:
             died=died,
             world_hash=env.get_world_state_hash(),
         )
+
+
+def _filter_in_child(env, candidates: list[str], timeout_s: float) -> dict | None:
+    """Jericho's candidate filter (outcome diff -> commands) run in a forked copy of this
+    process, which the kernel kills after `timeout_s` (SIGALRM's default action reaches a
+    loop inside C, where a Python-level timeout would not). None if it did not return."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the copy: filter, send the classes, exit without Python's clean-up
+        status = 1
+        try:
+            os.close(read_end)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.alarm(max(1, round(timeout_s)))
+            classes = env._filter_candidate_actions(candidates, use_ctypes=True, use_parallel=False)
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(pickle.dumps(dict(classes)))
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        payload = pipe.read()  # until the copy exits or is killed
+    _, status = os.waitpid(pid, 0)
+    return pickle.loads(payload) if status == 0 and payload else None
+
+
+def filter_candidates(env, candidates: list[str], timeout_s: float, hanging: list[str]) -> dict:
+    """The candidates' outcome classes (diff -> commands), leaving out, into `hanging`, each
+    candidate on which the engine does not return: halves are filtered apart until those are
+    single. Each candidate is tried from the same saved state, so the halves' classes merge."""
+    classes = _filter_in_child(env, candidates, timeout_s)
+    if classes is not None:
+        return classes
+    if len(candidates) <= 1:
+        hanging.extend(candidates)
+        return {}
+    merged: dict = defaultdict(list)
+    half = len(candidates) // 2
+    for part in (candidates[:half], candidates[half:]):
+        for diff, commands in filter_candidates(env, part, timeout_s, hanging).items():
+            merged[diff].extend(commands)
+    return dict(merged)
 
 
 def _object_name_score(obj: tuple) -> float:
