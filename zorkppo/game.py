@@ -12,7 +12,8 @@ Offline facts this module works around (see shared FACTS.md):
   and its choice of one command per equivalence class follows set order (varies with
   PYTHONHASHSEED), so we rebuild that last step with sorted tie-breaks.
 - Its candidate filter (C, one call for all candidates) can loop forever in some game
-  states: an explorer evaluation hung 25 minutes in it far from the house. It runs in a
+  states: an explorer evaluation hung 25 minutes in it by the rainbow, on `eat it` and
+  `wave it` among others. It runs in a
   forked copy of the worker that a timer kills; on a kill, the candidates are halved until
   the ones that hang are found and left out (a warning names them).
 """
@@ -34,9 +35,11 @@ from pathlib import Path
 from zorkppo.errors import UserError
 from zorkppo.rom import verify_rom
 
-# The candidate filter's limit per call: it takes 0.03-3 s (FACTS.md) and never returns when
-# it hangs. A call past this is taken for a hang and its candidates are split.
-FILTER_TIMEOUT_S = 60
+# The candidate filter's limit per call, by its number of candidates: it takes 0.03-3 s for a
+# few hundred (FACTS.md) and never returns when it hangs. A call past this is taken for a
+# hang and its candidates are split; a lone candidate gets the base.
+FILTER_TIMEOUT_BASE_S = 5.0
+FILTER_TIMEOUT_PER_CANDIDATE_S = 0.25
 MAX_COMMAND_CHARS = 197  # Jericho truncates at >= 198 bytes; the game sees nothing past it.
 DEFAULT_GAME_SEED = 12  # The seed Jericho's Zork I walkthrough wins with (350/350).
 # Printable ASCII except backslash: dumb-frotz reads a line starting with "\\" as one of its
@@ -200,11 +203,11 @@ class ZorkGame:
             )
             candidates = env.act_gen.generate_actions(names)
             hanging: list[str] = []
-            outcome_classes = filter_candidates(env, candidates, FILTER_TIMEOUT_S, hanging)
+            outcome_classes = filter_candidates(env, candidates, hanging)
             if hanging:
                 warnings.warn(
                     f"valid actions at {self.state.location or 'this state'}: left out "
-                    f"{hanging}, on which the game engine did not return in {FILTER_TIMEOUT_S} s",
+                    f"{hanging}, on which the game engine did not return",
                     stacklevel=2,
                 )
             chosen = {
@@ -271,10 +274,13 @@ def _filter_in_child(env, candidates: list[str], timeout_s: float) -> dict | Non
     return pickle.loads(payload) if status == 0 and payload else None
 
 
-def filter_candidates(env, candidates: list[str], timeout_s: float, hanging: list[str]) -> dict:
+def filter_candidates(
+    env, candidates: list[str], hanging: list[str], timeout_base_s: float = FILTER_TIMEOUT_BASE_S
+) -> dict:
     """The candidates' outcome classes (diff -> commands), leaving out, into `hanging`, each
     candidate on which the engine does not return: halves are filtered apart until those are
     single. Each candidate is tried from the same saved state, so the halves' classes merge."""
+    timeout_s = timeout_base_s + FILTER_TIMEOUT_PER_CANDIDATE_S * len(candidates)
     classes = _filter_in_child(env, candidates, timeout_s)
     if classes is not None:
         return classes
@@ -284,7 +290,7 @@ def filter_candidates(env, candidates: list[str], timeout_s: float, hanging: lis
     merged: dict = defaultdict(list)
     half = len(candidates) // 2
     for part in (candidates[:half], candidates[half:]):
-        for diff, commands in filter_candidates(env, part, timeout_s, hanging).items():
+        for diff, commands in filter_candidates(env, part, hanging, timeout_base_s).items():
             merged[diff].extend(commands)
     return dict(merged)
 
