@@ -180,7 +180,8 @@ def test_experiment_sections_render_one_seed_and_the_mean_over_several(tmp_path,
         (folder / "metrics.json").write_text(json.dumps(metrics))
         run = {"commit": f"{n}" * 40, "seconds": 600 * (n + 1), "command": "exp run"}
         (folder / "run.json").write_text(json.dumps(run))
-        write_curve([point, later | {"training_episode_score_mean": 12.5}], folder / "curve.tsv")
+        late = later | {"training_episode_score_mean": 12.5, "sampled_score_mean": 20.0 + 10 * n}
+        write_curve([point, late], folder / "curve.tsv")
 
     seed(0, 20.0, 35.0)
     assert results_table.main([]) == 0
@@ -194,13 +195,14 @@ def test_experiment_sections_render_one_seed_and_the_mean_over_several(tmp_path,
     text = readme.read_text()
     # sampled means 20, 30, 40: mean 30, population std 8.16; greedy 35, 40, 45: 40 ± 4.08
     assert "| ppo | 40.0 ± 4.1 | 30.0 ± 8.2 | 20.0 / 30.0 / 40.0 | 14.5 ± 0.0 | 15 | 3 |" in text
-    assert "training seeds 0, 1, 2" in text and "seed 2: commit `2222222`, 30 min" in text
+    assert "run seeds 0, 1, 2," in text and "seed 2: commit `2222222`, 30 min" in text
+    assert "| 8 | 512 | 30 / 30 / 30 | 20.0 / 30.0 / 40.0 | 30.0 |" in text  # the seeds' curves
     assert results_table.main(["--check"]) == 0
 
 
 def test_unseen_game_seeds_table_hand_values():
     """Per game seed: the sampled mean (the walkthrough's greedy replay), averaged over the
-    training seeds' runs, and the mean over the unseen seeds."""
+    run seeds, and the mean over the unseen seeds."""
 
     def run(walkthrough: float, ppo: list[float]) -> dict:
         metrics = sample_metrics()

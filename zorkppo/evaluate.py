@@ -146,6 +146,12 @@ def play(agent: str, games, choose, count: int, max_steps: int, history_turns: i
     return episode_rows(agent, played)
 
 
+def _run_seeds(seed) -> str:
+    """`seed` of one run, or the list of seeds a table averages over."""
+    seeds = seed if isinstance(seed, list) else [seed]
+    return f"run seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
 def protocol_line(p: dict, agents=("random",)) -> str:
     """The evaluation protocol in one sentence (transcripts, plots and the README table)."""
     baselines = " and ".join(a for a in ("random", "explorer") if a in agents) or "random"
@@ -153,7 +159,7 @@ def protocol_line(p: dict, agents=("random",)) -> str:
         f"Protocol: each model agent plays {p['greedy_episodes']} greedy episode (game and policy "
         f"are deterministic) and {p['episodes']} sampled at temperature {p['temperature']}; "
         f"{baselines} {p['episodes']} episodes, walkthrough 1; at most {p['max_steps']} steps each, "
-        f"game seed {p['game_seed']}, run seed {p['seed']}, {p['action_mode']} mode"
+        f"game seed {p['game_seed']}, {_run_seeds(p['seed'])}, {p['action_mode']} mode"
         + (" (an `agent:mode` row in that mode)" if any(":" in a for a in agents) else "")
         + f", model profile "
         f"`{p['model_profile']}`, walkthrough data used in training: "

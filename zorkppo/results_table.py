@@ -123,6 +123,33 @@ def render_curve(points: list[dict], where: str) -> str:
     return "\n".join(lines)
 
 
+def render_seed_curves(curves: dict[str, list[dict]], where: str) -> str:
+    """The learning curves of several run seeds side by side, at the iterations all share."""
+    by_seed = {seed: {int(p["iteration"]): p for p in points} for seed, points in curves.items()}
+    shared = sorted(set.intersection(*(set(points) for points in by_seed.values())))
+    names = ", ".join(by_seed)
+    lines = [
+        "",
+        f"Learning curves (`{where}`): the PPO policy every few iterations, 1 greedy and the "
+        f"sampled episodes of `ppo.curve`, for run seeds {names}.",
+        "",
+        f"| PPO iteration | environment steps | greedy ({names}) | sampled mean ({names}) "
+        "| sampled, mean over the seeds |",
+        "|---|---|---|---|---|",
+    ]
+    for iteration in shared:
+        points = [seed_points[iteration] for seed_points in by_seed.values()]
+        sampled = [float(p["sampled_score_mean"]) for p in points]
+        lines.append(
+            f"| {iteration} | {points[0]['env_steps']} | "
+            + " / ".join(f"{float(p['greedy_score']):.0f}" for p in points)
+            + " | "
+            + " / ".join(f"{v:.1f}" for v in sampled)
+            + f" | {statistics.fmean(sampled):.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def run_line(runs: dict[str, dict]) -> str:
     """Which commit each seed ran on, and how long it took."""
     parts = [
@@ -135,13 +162,13 @@ def run_line(runs: dict[str, dict]) -> str:
 
 
 def render_seeds(seeds: dict[str, dict]) -> str:
-    """Each agent's figures as the mean over the training seeds, and the spread between
+    """Each agent's figures as the mean over the run seeds (`seed`), and the spread between
     the seeds' means (the std of the per-seed means, which is what another seed would move)."""
     first = next(iter(seeds.values()))
-    protocol = protocol_line(first["protocol"], first["agents"]).rstrip(".")
+    every_seed = dict(first["protocol"], seed=[int(seed) for seed in seeds])
     lines = [
-        f"{protocol}; training seeds {', '.join(seeds)}: each figure is the mean over the "
-        "seeds, ± the std between the seeds' means.",
+        protocol_line(every_seed, first["agents"])
+        + " Each figure is the mean over the run seeds, ± the std between the seeds' means.",
         "",
         "| agent | greedy: final score | sampled: final score | sampled: final score per seed "
         "| sampled: highest score reached | sampled: best final | deaths (all seeds) |",
@@ -182,7 +209,7 @@ def _score(runs: dict) -> float:
 
 def render_game_seeds(seeds: list[dict]) -> str:
     """Each agent's final score on the protocol's game seed and on each unseen one (sampled
-    mean; the walkthrough's replay), averaged over the training seeds' runs."""
+    mean; the walkthrough's replay), averaged over the run seeds."""
     first = seeds[0]
     protocol = first["protocol"]
     unseen = [str(s) for s in protocol["unseen_game_seeds"]]
@@ -191,7 +218,7 @@ def render_game_seeds(seeds: list[dict]) -> str:
         f"On other game seeds (the game's randomness: thief, troll, grue): every agent also "
         f"played {protocol['seed_episodes']} sampled episodes on each game seed it never "
         "trained on (the walkthrough: its replay); final score, mean over the episodes"
-        + (" and the training seeds" if len(seeds) > 1 else "")
+        + (" and the run seeds" if len(seeds) > 1 else "")
         + ".",
         "",
         f"| agent | game seed {protocol['game_seed']} (training) | "
@@ -235,6 +262,10 @@ def render_experiment(name: str, source) -> str | None:
             )
     else:
         text = render_seeds(seeds)
+        if all(curves.values()):
+            text += "\n" + render_seed_curves(
+                {seed: parse_curve(curves[seed]) for seed in seeds}, f"{folder}/seed-N/curve.tsv"
+            )
     if all("game_seeds" in m for m in seeds.values()):
         text += "\n" + render_game_seeds(list(seeds.values()))
     if all(runs.values()):
