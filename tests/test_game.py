@@ -101,11 +101,11 @@ def test_clean_command_keeps_first_line_only():
 
 def test_a_candidate_that_hangs_the_engine_is_left_out(game):
     # "\x10look" sends frotz into an endless loop (FACTS.md), inside the C filter too: the
-    # filter's forked copy is killed, the halves are filtered apart, the others still classed.
+    # filter's forked copy is killed, the chunk is filtered again one by one, the rest classed.
     game.reset()
     candidates = ["north", "\x10look", "open mailbox", "south"]
     hanging: list[str] = []
-    classes = filter_candidates(game.env, candidates, hanging, timeout_base_s=1)
+    classes = filter_candidates(game.env, candidates, hanging, chunk_size=2)
     assert hanging == ["\x10look"]
     assert sorted(c for commands in classes.values() for c in commands) == [
         "north",
@@ -115,3 +115,20 @@ def test_a_candidate_that_hangs_the_engine_is_left_out(game):
     whole = filter_candidates(game.env, ["north", "open mailbox", "south"], hanging)
     assert {tuple(v) for v in classes.values()} == {tuple(v) for v in whole.values()}
     assert game.step("open mailbox").moves == 1  # the game itself never ran the filter
+
+
+def test_many_hanging_candidates_in_one_chunk_are_each_left_out_and_the_rest_kept(game):
+    # Seed 1's rainbow state had hundreds of hanging candidates: every one must be found,
+    # in whichever chunk, and the classes of the others must equal a run without them.
+    game.reset()
+    objects = ("mailbox", "small", "house", "door", "leaflet")
+    verbs = ("open", "close", "take", "read", "kick", "examine")
+    plain = ["north", "south", "west", "east", "up"] + [f"{v} {o}" for v in verbs for o in objects]
+    hangs = [f"\x10{word}" for word in ("look", "north", "wait", "inventory", "south")]
+    candidates = plain[:3] + hangs[:3] + plain[3:20] + hangs[3:] + plain[20:]
+    hanging: list[str] = []
+    classes = filter_candidates(game.env, candidates, hanging, chunk_size=8)
+    assert hanging == hangs
+    expected = filter_candidates(game.env, plain, [], chunk_size=8)
+    assert {k: sorted(v) for k, v in classes.items()} == {k: sorted(v) for k, v in expected.items()}
+    assert len(expected) >= 4  # north, south, west, open mailbox

@@ -12,10 +12,10 @@ Offline facts this module works around (see shared FACTS.md):
   and its choice of one command per equivalence class follows set order (varies with
   PYTHONHASHSEED), so we rebuild that last step with sorted tie-breaks.
 - Its candidate filter (C, one call for all candidates) can loop forever in some game
-  states: an explorer evaluation hung 25 minutes in it by the rainbow, on `eat it` and
-  `wave it` among others. It runs in a
-  forked copy of the worker that a timer kills; on a kill, the candidates are halved until
-  the ones that hang are found and left out (a warning names them).
+  states: an explorer evaluation hung 25 minutes in it by the rainbow, on hundreds of
+  commands like `eat it` and `wave it`. It runs in chunks in a forked copy of the worker
+  that a timer kills; a chunk that hangs is filtered again one candidate at a time, and the
+  ones that hang are left out (a warning names them).
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ from pathlib import Path
 from zorkppo.errors import UserError
 from zorkppo.rom import verify_rom
 
-# The candidate filter's limit per call, by its number of candidates: it takes at most
-# 0.06 ms a candidate (every 5th walkthrough state, up to 5960 candidates, on a loaded 2-core
-# CPU) and never returns when it hangs. A call past this is taken for a hang and its
-# candidates are split; a lone candidate gets the base (the fork's cost and a wide margin).
-FILTER_TIMEOUT_BASE_S = 1.0
+# The candidate filter runs in chunks, each with a limit by its number of candidates: it
+# takes at most 0.06 ms a candidate (every 5th walkthrough state, up to 5960 candidates, on a
+# loaded 2-core CPU) and never returns when it hangs. A chunk past its limit is taken for a
+# hang and filtered again one candidate at a time.
+FILTER_CHUNK = 256
+FILTER_TIMEOUT_BASE_S = 0.5
 FILTER_TIMEOUT_PER_CANDIDATE_S = 0.005
 MAX_COMMAND_CHARS = 197  # Jericho truncates at >= 198 bytes; the game sees nothing past it.
 DEFAULT_GAME_SEED = 12  # The seed Jericho's Zork I walkthrough wins with (350/350).
@@ -250,49 +251,70 @@ class ZorkGame:
         )
 
 
-def _filter_in_child(env, candidates: list[str], timeout_s: float) -> dict | None:
-    """Jericho's candidate filter (outcome diff -> commands) run in a forked copy of this
-    process, which the kernel kills after `timeout_s` (SIGALRM's default action reaches a
-    loop inside C, where a Python-level timeout would not). None if it did not return."""
+def _filter_in_child(env, candidates: list[str], chunk_size: int, merged: dict) -> int:
+    """Jericho's candidate filter (outcome diff -> commands) run chunk by chunk in a forked
+    copy of this process, which the kernel kills when a chunk runs past its limit (SIGALRM's
+    default action reaches a loop inside C, where a Python-level timeout would not). Each
+    chunk's classes are merged into `merged` as they arrive; returns how many candidates,
+    from the first, were filtered: the chunk after them did not return."""
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the copy: filter, send the classes, exit without Python's clean-up
+    if pid == 0:  # the copy: filter, send each chunk's classes, exit without Python's clean-up
         status = 1
         try:
             os.close(read_end)
             signal.signal(signal.SIGALRM, signal.SIG_DFL)
-            signal.alarm(max(1, round(timeout_s)))
-            classes = env._filter_candidate_actions(candidates, use_ctypes=True, use_parallel=False)
+            engine_state = env.get_state()
             with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(pickle.dumps(dict(classes)))
+                for start in range(0, len(candidates), chunk_size):
+                    chunk = candidates[start : start + chunk_size]
+                    env.set_state(engine_state)
+                    limit_s = FILTER_TIMEOUT_BASE_S + FILTER_TIMEOUT_PER_CANDIDATE_S * len(chunk)
+                    signal.setitimer(signal.ITIMER_REAL, limit_s)
+                    classes = env._filter_candidate_actions(
+                        chunk, use_ctypes=True, use_parallel=False
+                    )
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+                    pickle.dump((len(chunk), dict(classes)), pipe)
+                    pipe.flush()
             status = 0
         finally:
             os._exit(status)
     os.close(write_end)
+    filtered = 0
     with os.fdopen(read_end, "rb") as pipe:
-        payload = pipe.read()  # until the copy exits or is killed
-    _, status = os.waitpid(pid, 0)
-    return pickle.loads(payload) if status == 0 and payload else None
+        while True:
+            try:
+                count, classes = pickle.load(pipe)
+            except (EOFError, pickle.UnpicklingError):  # the copy exited or was killed
+                break
+            filtered += count
+            for diff, commands in classes.items():
+                merged[diff].extend(commands)
+    os.waitpid(pid, 0)
+    return filtered
 
 
 def filter_candidates(
-    env, candidates: list[str], hanging: list[str], timeout_base_s: float = FILTER_TIMEOUT_BASE_S
+    env, candidates: list[str], hanging: list[str], chunk_size: int = FILTER_CHUNK
 ) -> dict:
     """The candidates' outcome classes (diff -> commands), leaving out, into `hanging`, each
-    candidate on which the engine does not return: halves are filtered apart until those are
-    single. Each candidate is tried from the same saved state, so the halves' classes merge."""
-    timeout_s = timeout_base_s + FILTER_TIMEOUT_PER_CANDIDATE_S * len(candidates)
-    classes = _filter_in_child(env, candidates, timeout_s)
-    if classes is not None:
-        return classes
-    if len(candidates) <= 1:
-        hanging.extend(candidates)
-        return {}
+    candidate on which the engine does not return. A chunk that does not return is filtered
+    again one candidate at a time, and a fresh copy goes on after it, so each hanging
+    candidate costs one time limit. Each candidate is tried from the same saved state, so
+    the chunks' classes merge."""
     merged: dict = defaultdict(list)
-    half = len(candidates) // 2
-    for part in (candidates[:half], candidates[half:]):
-        for diff, commands in filter_candidates(env, part, hanging, timeout_base_s).items():
-            merged[diff].extend(commands)
+    start = 0
+    while start < len(candidates):
+        start += _filter_in_child(env, candidates[start:], chunk_size, merged)
+        if start < len(candidates):  # the chunk from `start` on did not return
+            stuck = candidates[start : start + chunk_size]
+            if chunk_size == 1:
+                hanging.extend(stuck)
+            else:
+                for diff, commands in filter_candidates(env, stuck, hanging, 1).items():
+                    merged[diff].extend(commands)
+            start += len(stuck)
     return dict(merged)
 
 
