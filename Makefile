@@ -10,7 +10,7 @@ ZORK_ROM ?= $(abspath $(firstword $(wildcard ../shared/roms/zork1.z5)))
 export ZORK_ROM
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: repro no-walkthrough push pull test test-slow lint format clean
+.PHONY: repro no-walkthrough smol push pull test test-slow lint format clean
 
 $(STAMP): pyproject.toml constraints.txt requirements-smol.txt
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 11) else "$(PYTHON) is Python %d.%d, the pinned packages need 3.11+: run make with PYTHON=python3.11 (or newer)" % v)'
@@ -28,6 +28,11 @@ repro: $(STAMP)
 # snapshots each run into reports/no-walkthrough/ and renders README's table from them.
 no-walkthrough: $(STAMP)
 	$(BIN)/python -m zorkppo.experiment experiments/no-walkthrough.yaml
+
+# The same protocol with a real pretrained LLM, SmolLM2-135M-Instruct (model.profile smol,
+# experiments/smol-no-walkthrough.yaml): snapshot into reports/smol-no-walkthrough/.
+smol: $(STAMP)
+	$(BIN)/python -m zorkppo.experiment experiments/smol-no-walkthrough.yaml
 
 # Share every pipeline output through the default DVC remote (docs/remote.md).
 push pull: $(STAMP)

@@ -21,6 +21,10 @@ Rows (N games, one batched call per turn):
                                  code before 2026-12-05): `speedup` is what keeping them bought
   act constrained, one batch     every game in every forward (max_batch_tokens 0)
   choose constrained             evaluation's turn: sample only
+  prefill                        the prompts' values alone: one forward over each prompt, the
+                                 least any turn can cost; `prefills` on the act and choose rows
+                                 is their time in prefills (the act also scores the reference,
+                                 a second one), so what is left to win besides fewer tokens
   update                         ppo_update on the constrained act's samples (samples/s counts
                                  each sample once per epoch)
 """
@@ -138,6 +142,8 @@ def child(args) -> None:
         policy.max_batch_tokens = budget
         timed("choose constrained", n,
               lambda p, v: constrained.choose(policy, p, v, generator, rng))  # fmt: skip
+        with torch.no_grad():
+            timed("prefill", n, lambda p, v: policy.values(policy.encode_prompts(p)))
     samples = acted  # the last size's constrained act: [turns][N]
     run = PpoRun.start(params.ppo.model_copy(update={"target_kl": 1e9}), policy, seed=0)
     shape = (len(samples), len(samples[0]))
@@ -201,7 +207,11 @@ def main(argv=None) -> None:
         if r["row"] == "act constrained, one batch":  # what grouping by length buys
             grouped = by_key[(r["variant"], "act constrained", r["N"])]
             r["speedup"] = grouped["turns_per_s"] / r["turns_per_s"]
-    columns = ["variant", "row", "N", "turns", "seconds", "turns_per_s", "samples_per_s", "speedup"]
+        prefill = by_key.get((r["variant"], "prefill", r["N"]))
+        if prefill and r["row"].startswith(("act", "choose")):
+            r["prefills"] = prefill["turns_per_s"] / r["turns_per_s"]
+    columns = ["variant", "row", "N", "turns", "seconds", "turns_per_s", "samples_per_s",
+               "speedup", "prefills"]  # fmt: skip
     text = table(
         results["rows"], columns, title=f"SmolLM2-135M-Instruct on this machine, {args.device}"
     )

@@ -181,6 +181,8 @@ def test_experiment_sections_render_one_seed_and_the_mean_over_several(tmp_path,
         run = {"commit": f"{n}" * 40, "seconds": 600 * (n + 1), "command": "exp run"}
         if n == 1:  # evaluation re-run at a later commit on the models trained at `commit`
             run["evaluated_at"] = "a" * 40
+        if n == 2:  # a run whose stages ran one by one says so
+            run["note"] = "stages run one by one"
         (folder / "run.json").write_text(json.dumps(run))
         late = later | {"training_episode_score_mean": 12.5, "sampled_score_mean": 20.0 + 10 * n}
         write_curve([point, late], folder / "curve.tsv")
@@ -197,7 +199,10 @@ def test_experiment_sections_render_one_seed_and_the_mean_over_several(tmp_path,
     text = readme.read_text()
     # sampled means 20, 30, 40: mean 30, population std 8.16; greedy 35, 40, 45: 40 ± 4.08
     assert "| ppo | 40.0 ± 4.1 | 30.0 ± 8.2 | 20.0 / 30.0 / 40.0 | 14.5 ± 0.0 | 15 | 3 |" in text
-    assert "run seeds 0, 1, 2," in text and "seed 2: commit `2222222`, 30 min" in text
+    assert (
+        "run seeds 0, 1, 2," in text
+        and "seed 2: commit `2222222`, 30 min (stages run one by one)" in text
+    )
     assert "seed 1: commit `1111111`, evaluated at `aaaaaaa`, 20 min" in text
     assert "| 8 | 512 | 30 / 30 / 30 | 20.0 / 30.0 / 40.0 | 30.0 |" in text  # the seeds' curves
     assert results_table.main(["--check"]) == 0
