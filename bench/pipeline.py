@@ -2,6 +2,9 @@
 
     python -m bench.pipeline                 # every dvc.yaml stage with `dvc repro -s -f <stage>`
     python -m bench.pipeline --method python # run each stage's cmd directly (no DVC)
+    python -m bench.pipeline --experiment experiments/smol-no-walkthrough.yaml --timeout 7200 \
+        --target-minutes 120                 # an experiment's params (one seed), from scratch:
+                                             # reports/bench/pipeline_<name>.json
 
 The copy holds what a fresh checkout would (tracked + untracked-but-not-ignored files, as
 `git ls-files` lists them) minus .git, data, models, reports, bench and dvc.lock, plus the
@@ -117,6 +120,7 @@ def main(argv=None) -> None:
         default="auto",
         help="'auto' (README stages missing from dvc.yaml), 'none', or names",
     )
+    parser.add_argument("--experiment", default=None, help="an experiments/*.yaml to apply first")
     parser.add_argument("--params-set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a params.yaml key in the copy, e.g. ppo.iterations=2 (repeatable)")  # fmt: skip
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per stage")
@@ -135,6 +139,8 @@ def main(argv=None) -> None:
     rows = []
     try:
         copied = make_copy(project)
+        if args.experiment:
+            _apply_experiment(project / "params.yaml", Path(args.experiment).resolve())
         _apply_overrides(project / "params.yaml", args.params_set)
         stages = dvc_stages(project)
         if args.stages:
@@ -211,8 +217,9 @@ def main(argv=None) -> None:
         + ("" if complete else " (a stage failed or was skipped)")
         + (f"; copy kept at {project}" if args.keep else "")
     )
+    name = "pipeline" + (f"_{Path(args.experiment).stem}" if args.experiment else "")
     write_report(
-        "pipeline",
+        name,
         {
             "rows": rows,
             "total_s": total,
@@ -225,6 +232,17 @@ def main(argv=None) -> None:
         args,
         args.out,
     )
+
+
+def _apply_experiment(params_path: Path, experiment: Path) -> None:
+    """The experiment's overrides (its first seed) into the copy's params.yaml, as
+    `python -m zorkppo.experiment` passes them to `dvc exp run -S`."""
+    from zorkppo.experiment import load_experiment, with_overrides
+
+    loaded = load_experiment(experiment, params_path)
+    overrides = {**loaded.overrides, "seed": loaded.seeds[0]}
+    tree = with_overrides(yaml.safe_load(params_path.read_text()), overrides)
+    params_path.write_text(yaml.safe_dump(tree, sort_keys=False))
 
 
 def _apply_overrides(params_path: Path, overrides: list[str]) -> None:
