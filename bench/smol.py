@@ -175,6 +175,7 @@ def main(argv=None) -> None:
     parser.add_argument("--model-dir", default=None, help="converted model (default: a temp dir)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--name", default=None, help="report name (default smol, smol_<device>)")
     args = parser.parse_args(argv)
     args.sizes = [int(n) for n in args.games.split(",")]
     if args.child:
@@ -215,7 +216,7 @@ def main(argv=None) -> None:
     text = table(
         results["rows"], columns, title=f"SmolLM2-135M-Instruct on this machine, {args.device}"
     )
-    name = "smol" if args.device == "cpu" else f"smol_{args.device}"
+    name = args.name or ("smol" if args.device == "cpu" else f"smol_{args.device}")
     write_report(name, {**results, "table": text}, args, args.out)
 
 
