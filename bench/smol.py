@@ -23,8 +23,8 @@ Rows (N games, one batched call per turn):
   choose constrained             evaluation's turn: sample only
   prefill                        the prompts' values alone: one forward over each prompt, the
                                  least any turn can cost; `prefills` on the act and choose rows
-                                 is their time in prefills (the act also scores the reference,
-                                 a second one), so what is left to win besides fewer tokens
+                                 is each one's time in prefills (the act also scores the
+                                 reference model: a second prefill)
   update                         ppo_update on the constrained act's samples (samples/s counts
                                  each sample once per epoch)
 """
