@@ -194,6 +194,15 @@ class ArchiveParams(Section):
     share: float = Field(0.0, ge=0, le=1)
 
 
+class SelfImitationParams(Section):
+    # imitate the policy's own best ways from the game's start (zorkppo/self_imitation.py):
+    # each minibatch adds coef x the mean negative log-prob of `batch` turns drawn from the
+    # `keep` best; 0: off
+    coef: float = Field(0.0, ge=0)
+    keep: int = Field(4, ge=1)  # the best ways kept (highest score, then fewest turns)
+    batch: int = Field(8, ge=1)  # their turns replayed per minibatch
+
+
 class CurveParams(Section):
     # evaluation episodes every N iterations (and before training, and at the end); 0: off
     every: int = Field(0, ge=0)
@@ -250,6 +259,7 @@ class PpoParams(Section):
     rewards: RewardParams = RewardParams()
     curve: CurveParams = CurveParams()  # the learning curve: reports/ppo/curve.tsv
     archive: ArchiveParams = ArchiveParams()  # return to reached states, then explore
+    self_imitation: SelfImitationParams = SelfImitationParams()  # imitate the best ways found
 
     @field_validator("max_batch_tokens", mode="before")
     @classmethod

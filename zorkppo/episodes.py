@@ -23,6 +23,16 @@ if TYPE_CHECKING:  # the engine is imported by the games, not here
     from zorkppo.game import GameState
 
 
+class Trail(list):
+    """The rollout samples of an episode's turns since the game's start (PPO's
+    self-imitation, zorkppo.self_imitation). A deep copy (the archive's copy of an episode, a
+    restart's) is a new list of the same samples: samples are never changed, and copying
+    their tensors for every archived cell would cost memory for nothing."""
+
+    def __deepcopy__(self, memo) -> Trail:
+        return Trail(self)
+
+
 @dataclass
 class Episode:
     """One game's current episode. Picklable: PPO checkpoints hold it."""
@@ -38,6 +48,9 @@ class Episode:
     valid_actions: list[str] | None = None  # of `state`, once asked for
     outcomes: list[GameState] | None = None  # each valid action's outcome, once asked for
     start: str = ""  # where it began: "" the game's start, else a saved place (`resume`)
+    # PPO with ppo.self_imitation: its samples since the game's start, a returned game's
+    # inherited from the game that reached the saved place
+    trail: Trail = field(default_factory=Trail)
 
 
 @dataclass(frozen=True)

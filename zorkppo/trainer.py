@@ -24,6 +24,7 @@ from zorkppo.model import recompute_layer_activations
 from zorkppo.modes import ActionMode, Sample, action_mode
 from zorkppo.policy import Policy
 from zorkppo.rewards import TERMS, reward_terms
+from zorkppo.self_imitation import BestWays
 
 if TYPE_CHECKING:  # the PPO update imports without the game engine (bench/gpu.py on a GPU host)
     from zorkppo.config import PpoParams
@@ -47,6 +48,7 @@ class PpoRun:
     replicas: Replicas = ONE_PROCESS
     update_step: int = 0
     archive: Archive | None = None  # ppo.archive.share > 0: states to return to
+    best_ways: BestWays | None = None  # ppo.self_imitation.coef > 0: the ways it imitates
 
     @classmethod
     def start(cls, cfg, policy: Policy, seed: int, replicas: Replicas = ONE_PROCESS) -> PpoRun:
@@ -65,6 +67,7 @@ class PpoRun:
             cfg.iterations * cfg.ppo_epochs * math.ceil(samples / cfg.minibatch_size),
             replicas,
             archive=Archive() if cfg.archive.share > 0 else None,
+            best_ways=(BestWays(cfg.self_imitation.keep) if cfg.self_imitation.coef > 0 else None),
         )
 
     def state_dict(self) -> dict:
@@ -81,17 +84,19 @@ class PpoRun:
         self.update_step = state["update_step"]
 
     def streams(self) -> dict:
-        """This replica's random streams, and its archive."""
+        """This replica's random streams, its archive and its best ways."""
         return {
             "generator": self.generator.get_state(),
             "rng": self.rng.getstate(),
             "archive": self.archive,
+            "best_ways": self.best_ways,
         }
 
     def load_streams(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         self.rng.setstate(state["rng"])
         self.archive = state["archive"]
+        self.best_ways = state["best_ways"]
 
 
 def start_episodes(games: VecGames, history_turns: int, replicas: Replicas = ONE_PROCESS):
@@ -139,6 +144,12 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
                     **terms,
                 }
             )
+        if run.best_ways is not None:  # each game's way from the start, offered as it scores
+            for step, sample in zip(steps, turn, strict=True):
+                trail = episodes.current[step.game].trail
+                trail.append(sample)
+                if step.after.score > step.before.score:
+                    run.best_ways.offer(step.after.score, trail)
         ended = [i for i, r in enumerate(turn_records) if r["done"]]
         finished += [steps[i].after.score for i in ended]
         # A game cut at max_steps has not ended: GAE needs the value of where it was cut,
@@ -243,6 +254,10 @@ def ppo_update(run: PpoRun, samples, advantages, returns) -> tuple[dict, int]:
                 + kl_coef * terms["kl"]
                 + cfg.js_coef * terms["js"]
             )
+            if run.best_ways:  # self-imitation: raise the best ways' commands
+                sil_loss = self_imitation_loss(run, policy, mode)
+                loss = loss + cfg.self_imitation.coef * sil_loss
+                stats.setdefault("self_imitation/loss", []).append(sil_loss.item())
             run.optimizer.zero_grad()
             loss.backward()
             replicas.average_gradients(params)
@@ -268,6 +283,14 @@ def ppo_update(run: PpoRun, samples, advantages, returns) -> tuple[dict, int]:
             break
     stats = {k: replicas.mean(sum(v) / len(v)) for k, v in stats.items()}
     return stats, run.update_step - first_update
+
+
+def self_imitation_loss(run: PpoRun, policy: Policy, mode: ActionMode) -> torch.Tensor:
+    """The mean negative log-prob, under the policy now, of cfg.self_imitation.batch turns
+    drawn from the best ways (zorkppo.self_imitation)."""
+    turns = run.best_ways.draw(run.cfg.self_imitation.batch, run.rng)
+    with recompute_layer_activations(policy.model, run.cfg.gradient_checkpointing):
+        return -mode.rescore(policy, turns)["logprob"].mean()
 
 
 def rollout_kl(samples: list[list[Sample]], mode: ActionMode) -> tuple[float, int]:
@@ -366,6 +389,10 @@ def train_iteration(run: PpoRun, episodes: Episodes) -> tuple[dict, list[dict], 
         seconds,
     )
     metrics["update_samples_per_s"] = updates * cfg.minibatch_size / update_seconds  # wall
+    if run.best_ways is not None:  # the best way kept (mean over replicas)
+        best = run.best_ways.ways[0] if run.best_ways else None
+        metrics["self_imitation/best_score"] = replicas.mean(best.score if best else 0.0)
+        metrics["self_imitation/best_turns"] = replicas.mean(len(best.samples) if best else 0.0)
     run.controller.update(metrics["kl_rollout"])
     # 5. Turn-level records for the rollouts table: returned with the metrics.
     return metrics, rows, finished
