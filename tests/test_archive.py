@@ -6,7 +6,7 @@ import random
 import pytest
 from toy_room import ToyRoom
 
-from zorkppo.archive import Archive, Cell
+from zorkppo.archive import Archive, Cell, carried
 from zorkppo.envs import VecGames, zork_factory
 from zorkppo.episodes import Episodes
 
@@ -85,3 +85,19 @@ def test_restarts_return_with_the_share_asked_for_and_start_over_otherwise():
     assert all(e.steps == 1 for e in episodes.current)  # they go on after the archived turn
     assert archive.restart(episodes, [0, 1, 2, 3], 0.0, rng) == []
     assert {e.start for e in episodes.current} == {""}
+
+
+def test_with_inventory_a_cell_is_also_what_the_player_carries(zork):
+    """Game 0 takes the leaflet, game 1 does not: at West of House, score 0, they are one cell
+    by room and score, two with `inventory`. The order things were taken in does not count."""
+    by_room, with_inventory = Archive(), Archive(inventory=True)
+    steps = zork.step(["open mailbox", "open mailbox"])
+    steps = zork.step(["take leaflet", "look"])
+    assert by_room.record(zork, steps, max_steps=100) == 2  # ... then one cell for both
+    assert list(by_room.cells) == [("West House", 0)]
+    assert with_inventory.record(zork, steps, max_steps=100) == 2
+    carrying = {key[2] for key in with_inventory.cells}
+    assert len(with_inventory.cells) == 2 and len(carrying) == 2
+    assert carried("You are carrying:\n  A leaflet\n  A lamp") == carried(
+        "You are carrying:\n  A lamp\n  A leaflet"
+    )

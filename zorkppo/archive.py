@@ -2,7 +2,11 @@
 from which some rollout games restart instead of starting the game over.
 
 States are grouped into cells by room and score, Go-Explore's coarse view: two states in the
-same room with the same score are one place to return to. A cell keeps the first, shortest
+same room with the same score are one place to return to. With `inventory`, what the player
+carries is part of the cell too (the `inventory` text's lines as a set: the order things were
+taken in does not count), so the cellar entered with a lit lamp and the cellar entered in the
+dark are two places; without it the archive keeps only the first, shortest way in, whatever
+it carried. A cell keeps the first, shortest
 way in that a rollout found: the game's save there (Jericho restores it exactly) and the
 episode as it stood (recent turns, visits, steps), so a game restarted there goes on as the
 game that reached it would have. Which cell a restart returns to is drawn with weight
@@ -17,8 +21,12 @@ import copy
 import math
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from zorkppo.episodes import Episode, Episodes, Step
+
+if TYPE_CHECKING:
+    from zorkppo.game import GameState
 
 
 @dataclass
@@ -31,9 +39,21 @@ class Cell:
     chosen: int = 0  # restarts that returned to it
 
 
+def carried(inventory: str) -> tuple[str, ...]:
+    """The inventory text's lines, stripped and sorted: one value for the same things carried."""
+    return tuple(sorted(line.strip() for line in inventory.splitlines() if line.strip()))
+
+
 class Archive:
-    def __init__(self):
-        self.cells: dict[tuple[str, int], Cell] = {}
+    def __init__(self, inventory: bool = False):
+        self.inventory = inventory  # what the player carries is part of the cell
+        self.cells: dict[tuple, Cell] = {}
+
+    def key(self, state: GameState) -> tuple:
+        """The cell a state falls in: (room, score), and what is carried with `inventory`."""
+        if self.inventory:
+            return (state.location, state.score, carried(state.inventory))
+        return (state.location, state.score)
 
     def record(self, episodes: Episodes, steps: list[Step], max_steps: int) -> int:
         """Archive each state these steps reached that opens a cell, or reaches a known cell
@@ -44,17 +64,16 @@ class Archive:
             for s in steps
             if not s.after.done
             and s.step + 1 < max_steps
-            and (
-                (cell := self.cells.get((s.after.location, s.after.score))) is None
-                or s.step + 1 < cell.steps
-            )
+            and ((cell := self.cells.get(self.key(s.after))) is None or s.step + 1 < cell.steps)
         ]
         saves = episodes.games.call("save", only=[s.game for s in keep]) if keep else []
         for step, save in zip(keep, saves, strict=True):
-            key = (step.after.location, step.after.score)
+            key = self.key(step.after)
             chosen = self.cells[key].chosen if key in self.cells else 0
             episode = copy.deepcopy(episodes.current[step.game])
-            self.cells[key] = Cell(*key, step.step + 1, save, episode, chosen)
+            self.cells[key] = Cell(
+                step.after.location, step.after.score, step.step + 1, save, episode, chosen
+            )
         return len(keep)
 
     def weights(self) -> list[float]:

@@ -192,6 +192,8 @@ class ArchiveParams(Section):
     # share of rollout restarts that return to a state PPO's own rollouts reached (one per
     # room and score, zorkppo.archive) instead of the game's start; 0: off
     share: float = Field(0.0, ge=0, le=1)
+    # a cell is a room and score; true: and what the player carries (the inventory's lines)
+    inventory: bool = False
 
 
 class SelfImitationParams(Section):
