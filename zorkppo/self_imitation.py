@@ -4,9 +4,9 @@ own rollouts found.
 The archive (zorkppo.archive) carries training games past a bottleneck: a game restarted in
 the cellar with the lamp lit explores from there. What it finds is not carried back to play
 from the start, which is all that evaluation plays. Self-imitation carries it back: every
-rollout game's episode keeps its `trail`, the samples of its episode's turns since the game's start (a
-game returned to an archived cell inherits the trail of the game that reached it), and each
-time a turn raises the score, the trail up to that turn is offered to `BestWays`. The PPO
+rollout episode keeps its `trail`, the samples of its turns since the game's start (a game
+returned to an archived cell inherits the trail of the game that reached it), and each time
+a turn raises the score, the trail up to that turn is offered to `BestWays`. The PPO
 update then adds `coef` x the mean negative log-prob of turns drawn from the kept ways to
 each minibatch's loss: behaviour cloning on the policy's own best play, which PPO's clipped,
 on-policy objective cannot do for a route it sampled once. Nothing here knows the game: the
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from zorkppo.modes import Sample
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # told apart by identity (`offer`), not by tensors
 class Way:
     score: int  # the score its last turn reached
     samples: tuple[Sample, ...]  # every turn from the game's start to that one
