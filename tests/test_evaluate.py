@@ -13,7 +13,7 @@ from zorkppo import results_table
 from zorkppo.config import parse_params
 from zorkppo.curve import write_curve
 from zorkppo.envs import VecGames, zork_factory
-from zorkppo.evaluate import agent_chooser, pick_episodes, play, summarize
+from zorkppo.evaluate import agent_chooser, pick_episodes, play, protocol_line, summarize
 from zorkppo.game import ZorkGame
 
 
@@ -278,3 +278,28 @@ def test_evaluate_refuses_missing_models_before_playing(project, capsys):
     assert exit_info.value.code == 2
     assert "model directory models/quantized does not exist" in capsys.readouterr().err
     assert not (project / "reports").exists()  # the random agent did not play and write first
+
+
+def test_run_line_says_when_runs_reused_a_warm_start():
+    """A run that trained PPO on another run's collect data and SFT models names that run,
+    and the line drops "from scratch"."""
+    scratch = {"0": {"commit": "1" * 40, "seconds": 600}}
+    assert results_table.run_line(scratch) == (
+        "Runs (from scratch, on a 2-core CPU): seed 0: commit `1111111`, 10 min."
+    )
+    reused = {"0": {"commit": "2" * 40, "seconds": 1800, "warm_start": "`x/seed-0`"}}
+    assert results_table.run_line(reused) == (
+        "Runs (on a 2-core CPU): seed 0: commit `2222222`, PPO and evaluation only, "
+        "on the warm start of `x/seed-0`, 30 min."
+    )
+
+
+def test_protocol_line_names_only_the_baselines_that_played():
+    p = {"greedy_episodes": 1, "episodes": 20, "temperature": 0.7, "max_steps": 100,
+         "game_seed": 12, "seed": 0, "action_mode": "constrained", "model_profile": "tiny",
+         "walkthrough_data_in_training": False}  # fmt: skip
+    assert "; random 20 episodes, walkthrough 1; at most 100" in protocol_line(
+        p, ["random", "walkthrough", "ppo"]
+    )
+    assert "; random and explorer 20 episodes; at most" in protocol_line(p, ["random", "explorer"])
+    assert "temperature 0.7; at most 100 steps each" in protocol_line(p, ["ppo"])

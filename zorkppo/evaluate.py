@@ -152,13 +152,17 @@ def _run_seeds(seed) -> str:
     return f"run seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
 
 
-def protocol_line(p: dict, agents=("random",)) -> str:
-    """The evaluation protocol in one sentence (transcripts, plots and the README table)."""
-    baselines = " and ".join(a for a in ("random", "explorer") if a in agents) or "random"
+def protocol_line(p: dict, agents=("random", "walkthrough")) -> str:
+    """The evaluation protocol in one sentence (transcripts, plots and the README table); it
+    names the baselines among `agents`."""
+    baselines = " and ".join(a for a in ("random", "explorer") if a in agents)
+    played = [f"{baselines} {p['episodes']} episodes"] if baselines else []
+    played += ["walkthrough 1"] if "walkthrough" in agents else []
     return (
         f"Protocol: each model agent plays {p['greedy_episodes']} greedy episode (game and policy "
         f"are deterministic) and {p['episodes']} sampled at temperature {p['temperature']}; "
-        f"{baselines} {p['episodes']} episodes, walkthrough 1; at most {p['max_steps']} steps each, "
+        + (", ".join(played) + "; " if played else "")
+        + f"at most {p['max_steps']} steps each, "
         f"game seed {p['game_seed']}, {_run_seeds(p['seed'])}, {p['action_mode']} mode"
         + (" (an `agent:mode` row in that mode)" if any(":" in a for a in agents) else "")
         + f", model profile "

@@ -153,16 +153,24 @@ def render_seed_curves(curves: dict[str, list[dict]], where: str) -> str:
 def run_line(runs: dict[str, dict]) -> str:
     """Which commit each seed ran on (and was evaluated at, where its evaluation was re-run
     on the trained models after a fix), how long it took, and a run's `note` if it has one
-    (a run whose stages were run one by one says how)."""
+    (a run whose stages were run one by one says how). A run with a `warm_start` (the run
+    whose collect data, SFT and quantized models it reused) trained only PPO on them, so
+    the line no longer says the runs are from scratch."""
     parts = [
         f"seed {seed}: commit `{run['commit'][:7]}`"
         + (" with uncommitted changes" if "+" in run["commit"] else "")
+        + (
+            f", PPO and evaluation only, on the warm start of {run['warm_start']}"
+            if "warm_start" in run
+            else ""
+        )
         + (f", evaluated at `{run['evaluated_at'][:7]}`" if "evaluated_at" in run else "")
         + f", {run['seconds'] / 60:.0f} min"
         + (f" ({run['note']})" if "note" in run else "")
         for seed, run in runs.items()
     ]
-    return "Runs (from scratch, on a 2-core CPU): " + "; ".join(parts) + "."
+    scratch = "" if any("warm_start" in run for run in runs.values()) else "from scratch, "
+    return f"Runs ({scratch}on a 2-core CPU): " + "; ".join(parts) + "."
 
 
 def render_seeds(seeds: dict[str, dict]) -> str:
