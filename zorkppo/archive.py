@@ -5,13 +5,14 @@ States are grouped into cells by room and score, Go-Explore's coarse view: two s
 same room with the same score are one place to return to. With `inventory`, what the player
 carries is part of the cell too (the `inventory` text's lines as a set: the order things were
 taken in does not count), so the cellar entered with a lit lamp and the cellar entered in the
-dark are two places; without it the archive keeps only the first, shortest way in, whatever
-it carried. A cell keeps the first, shortest way in that a rollout found: the game's save
-there (Jericho restores it exactly) and the episode as it stood (recent turns, visits,
-steps), so a game restarted there goes on as the game that reached it would have. Which cell a restart returns to is drawn with weight
-(1 + rank of its score among the archive's scores) / sqrt(1 + times chosen): the frontier
-(the highest scores reached) most, a cell chosen often less and less. Nothing here knows the
-game: the cells are what the policy itself reached. Evaluation never restarts from it.
+dark are two places; without it the cell is the same whatever was carried. A cell keeps
+the first, shortest way in that a rollout found: the game's save there (Jericho restores it
+exactly) and the episode as it stood (recent turns, visits, steps), so a game restarted
+there goes on as the game that reached it would have. Which cell a restart returns to is
+drawn with weight (1 + rank of its score among the archive's scores) / sqrt(1 + times
+chosen): the frontier (the highest scores reached) most, a cell chosen often less and less.
+Nothing here knows the game: the cells are what the policy itself reached. Evaluation never
+restarts from it.
 """
 
 from __future__ import annotations
