@@ -66,7 +66,11 @@ class PpoRun:
             random.Random(own_seed),
             cfg.iterations * cfg.ppo_epochs * math.ceil(samples / cfg.minibatch_size),
             replicas,
-            archive=Archive(cfg.archive.inventory) if cfg.archive.share > 0 else None,
+            archive=(
+                Archive(cfg.archive.inventory, cfg.archive.rarity)
+                if cfg.archive.share > 0
+                else None
+            ),
             best_ways=(BestWays(cfg.self_imitation.keep) if cfg.self_imitation.coef > 0 else None),
         )
 
@@ -393,6 +397,8 @@ def train_iteration(run: PpoRun, episodes: Episodes) -> tuple[dict, list[dict], 
         best = run.best_ways.ways[0] if run.best_ways else None
         metrics["self_imitation/best_score"] = replicas.mean(best.score if best else 0.0)
         metrics["self_imitation/best_turns"] = replicas.mean(len(best.samples) if best else 0.0)
+    if run.archive is not None:  # cells archived (mean over replicas)
+        metrics["archive/cells"] = replicas.mean(len(run.archive))
     run.controller.update(metrics["kl_rollout"])
     # 5. Turn-level records for the rollouts table: returned with the metrics.
     return metrics, rows, finished
