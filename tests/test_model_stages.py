@@ -130,6 +130,20 @@ def test_base_pretrains_only_on_the_training_sources(tiny_pipeline, tmp_path, ca
     assert "no training episodes from sources ['human']" in capsys.readouterr().err
 
 
+def test_a_checkpoint_torn_while_its_trainer_state_was_written_is_not_resumed(tmp_path):
+    """A kill can land while trainer_state.json is written: empty or cut short, it marks a
+    torn checkpoint, and the newest whole one is resumed (CI once resumed an empty one)."""
+    from zorkppo.sft import last_complete_checkpoint
+
+    for step, text in ((10, '{"global_step": 10}'), (20, ""), (30, '{"global_st'), (40, None)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if text is not None:
+            (folder / "trainer_state.json").write_text(text)
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    assert last_complete_checkpoint(tmp_path / "none") is None
+
+
 def test_sft_killed_mid_run_resumes_and_ends_identical(tiny_pipeline, tmp_path):
     """kill -9 of the sft stage after its first epoch checkpoint, then a rerun: it resumes from
     the trainer's checkpoint and writes the uninterrupted run's adapter, metrics and loss curve,

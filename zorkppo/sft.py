@@ -8,6 +8,7 @@ checkpoints to resume from and multi-GPU.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,13 +80,22 @@ class StopWhenLearned(TrainerCallback):
 
 def last_complete_checkpoint(checkpoint_dir: Path) -> str | None:
     """The trainer's newest checkpoint that was written to the end (it writes trainer_state.json
-    last); a run killed mid-save leaves a torn one."""
+    last); a run killed mid-save leaves a torn one, without that file or with it cut short."""
     done = [
         path
         for path in Path(checkpoint_dir).glob("checkpoint-*")
-        if (path / "trainer_state.json").is_file()
+        if whole_json(path / "trainer_state.json")
     ]
     return str(max(done, key=lambda path: int(path.name.split("-")[-1]))) if done else None
+
+
+def whole_json(path: Path) -> bool:
+    """The file is there and parses: a kill while it was written leaves it empty or cut."""
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def train_lora(
