@@ -21,6 +21,7 @@ from zorkppo.examples import build_examples, split_episodes
 from zorkppo.model import count_parameters, load_adapter, load_causal_lm, load_tokenizer
 from zorkppo.records import TRAJECTORIES, read_table
 from zorkppo.scoring import evaluate_actions
+from zorkppo.sft import last_complete_checkpoint, whole_json
 
 
 def test_base_and_sft_write_their_artifacts(tiny_pipeline):
@@ -133,8 +134,6 @@ def test_base_pretrains_only_on_the_training_sources(tiny_pipeline, tmp_path, ca
 def test_a_checkpoint_torn_while_its_trainer_state_was_written_is_not_resumed(tmp_path):
     """A kill can land while trainer_state.json is written: empty or cut short, it marks a
     torn checkpoint, and the newest whole one is resumed (CI once resumed an empty one)."""
-    from zorkppo.sft import last_complete_checkpoint
-
     for step, text in ((10, '{"global_step": 10}'), (20, ""), (30, '{"global_st'), (40, None)):
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
@@ -178,7 +177,11 @@ def test_sft_killed_mid_run_resumes_and_ends_identical(tiny_pipeline, tmp_path):
 
     process = run_sft(wait=False)
     deadline = time.time() + 120
-    while not list(checkpoints.glob("checkpoint-*/trainer_state.json")) and time.time() < deadline:
+
+    def one_checkpoint_saved():  # to the end: killed mid-save, a checkpoint is torn
+        return any(map(whole_json, checkpoints.glob("checkpoint-*/trainer_state.json")))
+
+    while not one_checkpoint_saved() and time.time() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
