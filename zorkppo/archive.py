@@ -66,17 +66,17 @@ class Archive:
         in fewer turns. An ended episode's last state is no place to return to, nor one with
         no turn left before `max_steps`. Every step counts as a visit to its cell, kept or
         not. Returns how many cells were added or replaced."""
-        self.seen.update(self.key(s.after) for s in steps)
+        keys = [self.key(s.after) for s in steps]
+        self.seen.update(keys)
         keep = [
-            s
-            for s in steps
+            (s, key)
+            for s, key in zip(steps, keys, strict=True)
             if not s.after.done
             and s.step + 1 < max_steps
-            and ((cell := self.cells.get(self.key(s.after))) is None or s.step + 1 < cell.steps)
+            and ((cell := self.cells.get(key)) is None or s.step + 1 < cell.steps)
         ]
-        saves = episodes.games.call("save", only=[s.game for s in keep]) if keep else []
-        for step, save in zip(keep, saves, strict=True):
-            key = self.key(step.after)
+        saves = episodes.games.call("save", only=[s.game for s, _ in keep]) if keep else []
+        for (step, key), save in zip(keep, saves, strict=True):
             chosen = self.cells[key].chosen if key in self.cells else 0
             episode = copy.deepcopy(episodes.current[step.game])
             self.cells[key] = Cell(
