@@ -18,6 +18,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import torch
+
 from zorkppo.modes import Sample
 
 
@@ -48,10 +50,38 @@ class BestWays:
         self.ways = ranked[: self.keep]
         return any(w is way for w in self.ways)
 
-    def draw(self, count: int, rng: random.Random) -> list[Sample]:
+    def draw(
+        self, count: int, rng: random.Random, unlikely: list[list[float]] | None = None
+    ) -> list[Sample]:
         """`count` turns, each from a way drawn uniformly, then a turn of it uniformly: a short
-        way's turns weigh as much as a long one's in all."""
-        return [rng.choice(rng.choice(self.ways).samples) for _ in range(count)]
+        way's turns weigh as much as a long one's in all. With `unlikely` (per way, per turn:
+        1 - the policy's probability of that turn's command) a turn's weight within its way
+        is multiplied by it: the turns the policy already replays are drawn less, those it
+        does not (SIL's prioritised replay) more."""
+        if unlikely is None:
+            return [rng.choice(rng.choice(self.ways).samples) for _ in range(count)]
+        turns = [s for w in self.ways for s in w.samples]
+        weights = []  # each way's turns sum to 1: a way is still drawn uniformly
+        for way_unlikely in unlikely:
+            total = sum(way_unlikely)
+            n = len(way_unlikely)
+            weights += [u / total for u in way_unlikely] if total > 0 else [1 / n] * n
+        return rng.choices(turns, weights=weights, k=count)
+
+    def unlikely(self, policy, mode, chunk: int) -> list[list[float]]:
+        """Per kept way, per turn: 1 - the policy's probability of the turn's command now, the
+        `unlikely` draw's weights (scored `chunk` turns at a time, without gradients)."""
+        with torch.no_grad():
+            return [
+                [
+                    1 - p
+                    for i in range(0, len(w.samples), chunk)
+                    for p in mode.rescore(policy, list(w.samples[i : i + chunk]))["logprob"]
+                    .exp()
+                    .tolist()
+                ]
+                for w in self.ways
+            ]
 
     def __len__(self) -> int:
         return len(self.ways)

@@ -228,6 +228,11 @@ def ppo_update(run: PpoRun, samples, advantages, returns) -> tuple[dict, int]:
     params = policy.trainable_parameters()
     minibatch_size = replicas.split(cfg.minibatch_size, "ppo.minibatch_size")
     stats: dict[str, list[float]] = {}
+    unlikely = None
+    if run.best_ways and cfg.self_imitation.draw == "unlikely":
+        unlikely = run.best_ways.unlikely(policy, mode, cfg.minibatch_size)
+    if unlikely:
+        stats["self_imitation/unlikely"] = [sum(map(sum, unlikely)) / sum(map(len, unlikely))]
     for epoch in range(cfg.ppo_epochs):
         order = list(range(len(flat)))
         run.rng.shuffle(order)
@@ -259,7 +264,9 @@ def ppo_update(run: PpoRun, samples, advantages, returns) -> tuple[dict, int]:
                 + cfg.js_coef * terms["js"]
             )
             if run.best_ways:  # self-imitation: raise the best ways' commands
-                sil_loss = self_imitation_loss(run, policy, mode)
+                turns = run.best_ways.draw(cfg.self_imitation.batch, run.rng, unlikely)
+                with recompute_layer_activations(policy.model, cfg.gradient_checkpointing):
+                    sil_loss = -mode.rescore(policy, turns)["logprob"].mean()
                 loss = loss + cfg.self_imitation.coef * sil_loss
                 stats.setdefault("self_imitation/loss", []).append(sil_loss.item())
             run.optimizer.zero_grad()
@@ -287,14 +294,6 @@ def ppo_update(run: PpoRun, samples, advantages, returns) -> tuple[dict, int]:
             break
     stats = {k: replicas.mean(sum(v) / len(v)) for k, v in stats.items()}
     return stats, run.update_step - first_update
-
-
-def self_imitation_loss(run: PpoRun, policy: Policy, mode: ActionMode) -> torch.Tensor:
-    """The mean negative log-prob, under the policy now, of cfg.self_imitation.batch turns
-    drawn from the best ways (zorkppo.self_imitation)."""
-    turns = run.best_ways.draw(run.cfg.self_imitation.batch, run.rng)
-    with recompute_layer_activations(policy.model, run.cfg.gradient_checkpointing):
-        return -mode.rescore(policy, turns)["logprob"].mean()
 
 
 def rollout_kl(samples: list[list[Sample]], mode: ActionMode) -> tuple[float, int]:
