@@ -43,6 +43,27 @@ def test_the_best_ways_are_kept_highest_score_then_fewest_turns_hand_case():
     assert len(best) == 2  # the same commands are not kept twice
 
 
+def test_per_cell_keeps_only_the_best_way_into_each_cell_hand_case():
+    dark, lit = ("Cellar", 40, ("lantern",)), ("Cellar", 40, ("lantern (providing light)",))
+    attic = ("Attic", 25, ())
+    offers = [
+        (way("w", "open trap", "down"), dark),
+        (way("w", "take lantern", "open trap", "down"), dark),  # longer, into the same cell
+        (way("w", "turn on lantern", "open trap", "down"), lit),
+        (way("w", "n"), attic),
+        (way("open trap", "down"), dark),  # a shorter way into the dark cellar
+    ]
+    best = BestWays(keep=3, per_cell=True)
+    kept = [best.offer(25 if cell == attic else 40, w, cell) for w, cell in offers]
+    assert kept == [True, False, True, True, True]
+    assert [(w.cell, len(w.samples)) for w in best.ways] == [(dark, 2), (lit, 4), (attic, 2)]
+    # without per_cell, the three ways into the dark cellar fill the three places
+    plain = BestWays(keep=3)
+    for w, cell in offers:
+        plain.offer(25 if cell == attic else 40, w, cell)
+    assert [w.cell for w in plain.ways] == [dark, dark, dark]
+
+
 def test_draws_take_a_way_uniformly_then_a_turn_of_it():
     best = BestWays(keep=2)
     best.offer(10, way("a"))

@@ -209,6 +209,9 @@ class SelfImitationParams(Section):
     # how a way's turns are drawn: uniform; unlikely: in proportion to 1 - the policy's
     # probability of the turn's command at the update's start (SIL's prioritised replay)
     draw: Literal["uniform", "unlikely"] = "uniform"
+    # keep only the best way into each cell (ppo.archive's: room, score and, with its
+    # `inventory`, what is carried)
+    per_cell: bool = False
 
 
 class CurveParams(Section):

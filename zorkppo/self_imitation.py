@@ -27,6 +27,7 @@ from zorkppo.modes import Sample
 class Way:
     score: int  # the score its last turn reached
     samples: tuple[Sample, ...]  # every turn from the game's start to that one
+    cell: tuple | None = None  # the archive cell its last turn reached (`per_cell`)
 
     @property
     def commands(self) -> tuple[str, ...]:
@@ -35,18 +36,24 @@ class Way:
 
 class BestWays:
     """The `keep` best ways offered: the highest score first, then the fewest turns; a way
-    with the same commands as a kept one is not kept twice."""
+    with the same commands as a kept one is not kept twice. With `per_cell`, only the best
+    way into each cell is kept (the cell of the state its last turn reached, zorkppo.archive):
+    four ways into the dark cellar at 40 no longer crowd out the one into the lit cellar at
+    40, a turn longer."""
 
-    def __init__(self, keep: int):
+    def __init__(self, keep: int, per_cell: bool = False):
         self.keep = keep
+        self.per_cell = per_cell
         self.ways: list[Way] = []
 
-    def offer(self, score: int, samples: list[Sample]) -> bool:
+    def offer(self, score: int, samples: list[Sample], cell: tuple | None = None) -> bool:
         """Keep this way if it ranks among the best; returns whether it was kept."""
-        way = Way(score, tuple(samples))
+        way = Way(score, tuple(samples), cell)
         if any(w.commands == way.commands for w in self.ways):
             return False
         ranked = sorted([*self.ways, way], key=lambda w: (-w.score, len(w.samples)))
+        if self.per_cell:  # the first (best) way into each cell
+            ranked = [w for i, w in enumerate(ranked) if all(v.cell != w.cell for v in ranked[:i])]
         self.ways = ranked[: self.keep]
         return any(w is way for w in self.ways)
 

@@ -71,7 +71,11 @@ class PpoRun:
                 if cfg.archive.share > 0
                 else None
             ),
-            best_ways=(BestWays(cfg.self_imitation.keep) if cfg.self_imitation.coef > 0 else None),
+            best_ways=(
+                BestWays(cfg.self_imitation.keep, cfg.self_imitation.per_cell)
+                if cfg.self_imitation.coef > 0
+                else None
+            ),
         )
 
     def state_dict(self) -> dict:
@@ -153,7 +157,9 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
                 trail = episodes.current[step.game].trail
                 trail.append(sample)
                 if step.after.score > step.before.score:
-                    run.best_ways.offer(step.after.score, trail)
+                    after = step.after  # its archive cell; without an archive, room and score
+                    cell = run.archive.key(after) if run.archive else (after.location, after.score)
+                    run.best_ways.offer(step.after.score, trail, cell)
         ended = [i for i, r in enumerate(turn_records) if r["done"]]
         finished += [steps[i].after.score for i in ended]
         # A game cut at max_steps has not ended: GAE needs the value of where it was cut,
