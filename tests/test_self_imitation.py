@@ -5,7 +5,6 @@ the best ways raises their commands when PPO's reward alone would not."""
 import copy
 import random
 
-import pytest
 from ppo_helpers import best_command_probability, ppo_settings, run_iterations, tiny_policy
 from test_real_game_learning import SCORING, branch, command_probabilities
 from toy_room import ToyRoom
@@ -43,27 +42,6 @@ def test_the_best_ways_are_kept_highest_score_then_fewest_turns_hand_case():
     assert len(best) == 2  # the same commands are not kept twice
 
 
-def test_per_cell_keeps_only_the_best_way_into_each_cell_hand_case():
-    dark, lit = ("Cellar", 40, ("lantern",)), ("Cellar", 40, ("lantern (providing light)",))
-    attic = ("Attic", 25, ())
-    offers = [
-        (way("w", "open trap", "down"), dark),
-        (way("w", "take lantern", "open trap", "down"), dark),  # longer, into the same cell
-        (way("w", "turn on lantern", "open trap", "down"), lit),
-        (way("w", "n"), attic),
-        (way("open trap", "down"), dark),  # a shorter way into the dark cellar
-    ]
-    best = BestWays(keep=3, per_cell=True)
-    kept = [best.offer(25 if cell == attic else 40, w, cell) for w, cell in offers]
-    assert kept == [True, False, True, True, True]
-    assert [(w.cell, len(w.samples)) for w in best.ways] == [(dark, 2), (lit, 4), (attic, 2)]
-    # without per_cell, the three ways into the dark cellar fill the three places
-    plain = BestWays(keep=3)
-    for w, cell in offers:
-        plain.offer(25 if cell == attic else 40, w, cell)
-    assert [w.cell for w in plain.ways] == [dark, dark, dark]
-
-
 def test_draws_take_a_way_uniformly_then_a_turn_of_it():
     best = BestWays(keep=2)
     best.offer(10, way("a"))
@@ -71,18 +49,6 @@ def test_draws_take_a_way_uniformly_then_a_turn_of_it():
     drawn = [t.command for t in best.draw(4000, random.Random(0))]
     assert 0.45 < drawn.count("a") / 4000 < 0.55  # one way of two, though one turn of five
     assert 0.1 < drawn.count("e") / 4000 < 0.15  # a quarter of the other half
-
-
-def test_unlikely_draws_take_a_way_uniformly_then_its_turns_by_how_unlikely_hand_values():
-    best = BestWays(keep=2)
-    best.offer(10, way("a"))
-    best.offer(5, way("b", "c", "d"))
-    # "a" is replayed for sure (weight 0): alone in its way, it is still drawn with it
-    drawn = [t.command for t in best.draw(8000, random.Random(0), [[0.0], [0.1, 0.1, 0.8]])]
-    share = {c: drawn.count(c) / 8000 for c in "abcd"}
-    assert 0.47 < share["a"] < 0.53  # its way's half
-    assert 0.37 < share["d"] < 0.43  # 0.5 x 0.8 / (0.1 + 0.1 + 0.8)
-    assert 0.035 < share["b"] < 0.065 and 0.035 < share["c"] < 0.065  # 0.5 x 0.1 each
 
 
 def test_a_copied_trail_is_a_new_list_of_the_same_samples():
@@ -141,24 +107,6 @@ def test_self_imitation_raises_the_command_that_scored_when_ppo_sees_no_reward()
     (start_off, end_off), (start_on, end_on) = probabilities[0.0], probabilities[1.0]
     assert abs(end_off - start_off) < 0.01, probabilities
     assert end_on > 1.4 * start_on, probabilities
-
-
-def test_the_unlikely_draw_weighs_a_kept_turn_by_one_minus_its_probability_now():
-    """ppo.self_imitation.draw unlikely: the weight of the toy room's kept way `pull` is
-    1 - P(pull) under the policy, the same number the toy room's own measure gives."""
-    policy = tiny_policy()
-    cfg = ppo_settings(
-        action_mode="constrained",
-        rewards=NO_REWARD,
-        self_imitation=SelfImitationParams(coef=1.0, keep=2, batch=8, draw="unlikely"),
-    )
-    history, run, _ = run_iterations(policy, cfg, 3)
-    policy.model.eval()  # no LoRA dropout: both measures see the same weights
-    assert run.best_ways.ways[0].commands == (ToyRoom.BEST,)
-    p_pull = best_command_probability(policy, "constrained")
-    unlikely = run.best_ways.unlikely(policy, run.mode, chunk=16)
-    assert unlikely[0] == [pytest.approx(1 - p_pull, abs=1e-5)]
-    assert all(0 < m["self_imitation/unlikely"] < 1 for m, _ in history[1:])
 
 
 def test_self_imitation_on_the_real_game_raises_the_command_that_scores_on_the_branch(rom_path):

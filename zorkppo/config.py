@@ -206,12 +206,6 @@ class SelfImitationParams(Section):
     coef: float = Field(0.0, ge=0)
     keep: int = Field(4, ge=1)  # the best ways kept (highest score, then fewest turns)
     batch: int = Field(8, ge=1)  # their turns replayed per minibatch
-    # how a way's turns are drawn: uniform; unlikely: in proportion to 1 - the policy's
-    # probability of the turn's command at the update's start (SIL's prioritised replay)
-    draw: Literal["uniform", "unlikely"] = "uniform"
-    # keep only the best way into each cell (ppo.archive's: room, score and, with its
-    # `inventory`, what is carried)
-    per_cell: bool = False
 
 
 class CurveParams(Section):

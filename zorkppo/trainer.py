@@ -71,11 +71,7 @@ class PpoRun:
                 if cfg.archive.share > 0
                 else None
             ),
-            best_ways=(
-                BestWays(cfg.self_imitation.keep, cfg.self_imitation.per_cell)
-                if cfg.self_imitation.coef > 0
-                else None
-            ),
+            best_ways=(BestWays(cfg.self_imitation.keep) if cfg.self_imitation.coef > 0 else None),
         )
 
     def state_dict(self) -> dict:
@@ -157,9 +153,7 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
                 trail = episodes.current[step.game].trail
                 trail.append(sample)
                 if step.after.score > step.before.score:
-                    after = step.after  # its archive cell; without an archive, room and score
-                    cell = run.archive.key(after) if run.archive else (after.location, after.score)
-                    run.best_ways.offer(step.after.score, trail, cell)
+                    run.best_ways.offer(step.after.score, trail)
         ended = [i for i, r in enumerate(turn_records) if r["done"]]
         finished += [steps[i].after.score for i in ended]
         # A game cut at max_steps has not ended: GAE needs the value of where it was cut,
@@ -234,11 +228,6 @@ def ppo_update(run: PpoRun, samples, advantages, returns) -> tuple[dict, int]:
     params = policy.trainable_parameters()
     minibatch_size = replicas.split(cfg.minibatch_size, "ppo.minibatch_size")
     stats: dict[str, list[float]] = {}
-    unlikely = None
-    if run.best_ways and cfg.self_imitation.draw == "unlikely":
-        unlikely = run.best_ways.unlikely(policy, mode, cfg.minibatch_size)
-    if unlikely:
-        stats["self_imitation/unlikely"] = [sum(map(sum, unlikely)) / sum(map(len, unlikely))]
     for epoch in range(cfg.ppo_epochs):
         order = list(range(len(flat)))
         run.rng.shuffle(order)
@@ -270,9 +259,7 @@ def ppo_update(run: PpoRun, samples, advantages, returns) -> tuple[dict, int]:
                 + cfg.js_coef * terms["js"]
             )
             if run.best_ways:  # self-imitation: raise the best ways' commands
-                turns = run.best_ways.draw(cfg.self_imitation.batch, run.rng, unlikely)
-                with recompute_layer_activations(policy.model, cfg.gradient_checkpointing):
-                    sil_loss = -mode.rescore(policy, turns)["logprob"].mean()
+                sil_loss = self_imitation_loss(run, policy, mode)
                 loss = loss + cfg.self_imitation.coef * sil_loss
                 stats.setdefault("self_imitation/loss", []).append(sil_loss.item())
             run.optimizer.zero_grad()
@@ -300,6 +287,14 @@ def ppo_update(run: PpoRun, samples, advantages, returns) -> tuple[dict, int]:
             break
     stats = {k: replicas.mean(sum(v) / len(v)) for k, v in stats.items()}
     return stats, run.update_step - first_update
+
+
+def self_imitation_loss(run: PpoRun, policy: Policy, mode: ActionMode) -> torch.Tensor:
+    """The mean negative log-prob, under the policy now, of cfg.self_imitation.batch turns
+    drawn from the best ways (zorkppo.self_imitation)."""
+    turns = run.best_ways.draw(run.cfg.self_imitation.batch, run.rng)
+    with recompute_layer_activations(policy.model, run.cfg.gradient_checkpointing):
+        return -mode.rescore(policy, turns)["logprob"].mean()
 
 
 def rollout_kl(samples: list[list[Sample]], mode: ActionMode) -> tuple[float, int]:
