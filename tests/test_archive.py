@@ -101,23 +101,3 @@ def test_with_inventory_a_cell_is_also_what_the_player_carries(zork):
     assert carried("You are carrying:\n  A leaflet\n  A lamp") == carried(
         "You are carrying:\n  A lamp\n  A leaflet"
     )
-
-
-def test_with_rarity_a_cell_seen_less_is_drawn_more_hand_values():
-    """weight = (1 + score rank) / sqrt(1 + chosen) / sqrt(1 + seen): two cells of one score,
-    one seen 8 times and one seen 3 times; a third, never chosen or seen, at a higher score."""
-    archive = Archive(rarity=True)
-    for name, score in (("Often", 10), ("Seldom", 10), ("Top", 35)):
-        archive.cells[(name, score)] = Cell(name, score, 1, None, None, 0)
-    archive.seen.update({("Often", 10): 8, ("Seldom", 10): 3})
-    assert archive.weights() == pytest.approx([1 / 3, 1 / 2, 2.0])
-    archive.rarity = False  # without rarity, the seen counts change nothing
-    assert archive.weights() == [1.0, 1.0, 2.0]
-
-
-def test_every_rollout_turn_counts_as_a_visit_to_its_cell(zork):
-    archive = Archive(rarity=True)
-    archive.record(zork, zork.step(["N", "look"]), max_steps=100)
-    archive.record(zork, zork.step(["look", "look"]), max_steps=100)  # no new cell: still seen
-    assert archive.seen == {("North House", 0): 2, ("West House", 0): 2}
-    assert archive.weights() == pytest.approx([1 / 3**0.5] * 2)

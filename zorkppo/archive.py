@@ -11,10 +11,7 @@ exactly) and the episode as it stood (recent turns, visits, steps), so a game re
 there goes on as the game that reached it would have. Which cell a restart returns to is
 drawn with weight (1 + rank of its score among the archive's scores) / sqrt(1 + times
 chosen): the frontier (the highest scores reached) most, a cell chosen often less and less.
-With `rarity`, the weight is also divided by sqrt(1 + times seen), the number of rollout
-turns that ended in the cell (Go-Explore's count of visits): a state the policy reaches in
-one game in a hundred is returned to far more often than one it passes every game. Nothing
-here knows the game: the cells are what the policy itself reached. Evaluation never
+Nothing here knows the game: the cells are what the policy itself reached. Evaluation never
 restarts from it.
 """
 
@@ -23,7 +20,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -49,11 +45,9 @@ def carried(inventory: str) -> tuple[str, ...]:
 
 
 class Archive:
-    def __init__(self, inventory: bool = False, rarity: bool = False):
+    def __init__(self, inventory: bool = False):
         self.inventory = inventory  # what the player carries is part of the cell
-        self.rarity = rarity  # rarely seen cells are drawn more
         self.cells: dict[tuple, Cell] = {}
-        self.seen: Counter[tuple] = Counter()  # cell key -> rollout turns that ended there
 
     def key(self, state: GameState) -> tuple:
         """The cell a state falls in: (room, score), and what is carried with `inventory`."""
@@ -64,10 +58,8 @@ class Archive:
     def record(self, episodes: Episodes, steps: list[Step], max_steps: int) -> int:
         """Archive each state these steps reached that opens a cell, or reaches a known cell
         in fewer turns. An ended episode's last state is no place to return to, nor one with
-        no turn left before `max_steps`. Every step counts as a visit to its cell, kept or
-        not. Returns how many cells were added or replaced."""
+        no turn left before `max_steps`. Returns how many cells were added or replaced."""
         keys = [self.key(s.after) for s in steps]
-        self.seen.update(keys)
         keep = [
             (s, key)
             for s, key in zip(steps, keys, strict=True)
@@ -89,13 +81,7 @@ class Archive:
         ranks = {
             score: rank for rank, score in enumerate(sorted({c.score for c in self.cells.values()}))
         }
-        return [
-            (1 + ranks[c.score]) / math.sqrt(1 + c.chosen) / self.rarity_divisor(key)
-            for key, c in self.cells.items()
-        ]
-
-    def rarity_divisor(self, key: tuple) -> float:
-        return math.sqrt(1 + self.seen[key]) if self.rarity else 1.0
+        return [(1 + ranks[c.score]) / math.sqrt(1 + c.chosen) for c in self.cells.values()]
 
     def choose(self, rng: random.Random) -> Cell:
         (cell,) = rng.choices(list(self.cells.values()), weights=self.weights())

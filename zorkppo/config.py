@@ -194,9 +194,6 @@ class ArchiveParams(Section):
     share: float = Field(0.0, ge=0, le=1)
     # a cell is a room and score; true: and what the player carries (the inventory's lines)
     inventory: bool = False
-    # true: a cell's draw weight is also divided by sqrt(1 + rollout turns that ended in it),
-    # so rarely reached states are returned to more (Go-Explore's visit count)
-    rarity: bool = False
 
 
 class SelfImitationParams(Section):

@@ -66,11 +66,7 @@ class PpoRun:
             random.Random(own_seed),
             cfg.iterations * cfg.ppo_epochs * math.ceil(samples / cfg.minibatch_size),
             replicas,
-            archive=(
-                Archive(cfg.archive.inventory, cfg.archive.rarity)
-                if cfg.archive.share > 0
-                else None
-            ),
+            archive=Archive(cfg.archive.inventory) if cfg.archive.share > 0 else None,
             best_ways=(BestWays(cfg.self_imitation.keep) if cfg.self_imitation.coef > 0 else None),
         )
 
