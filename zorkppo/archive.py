@@ -59,14 +59,13 @@ class Archive:
         """Archive each state these steps reached that opens a cell, or reaches a known cell
         in fewer turns. An ended episode's last state is no place to return to, nor one with
         no turn left before `max_steps`. Returns how many cells were added or replaced."""
-        keys = [self.key(s.after) for s in steps]
-        keep = [
-            (s, key)
-            for s, key in zip(steps, keys, strict=True)
-            if not s.after.done
-            and s.step + 1 < max_steps
-            and ((cell := self.cells.get(key)) is None or s.step + 1 < cell.steps)
-        ]
+        keep = []
+        for s in steps:
+            if s.after.done or s.step + 1 >= max_steps:
+                continue
+            key = self.key(s.after)
+            if key not in self.cells or s.step + 1 < self.cells[key].steps:
+                keep.append((s, key))
         saves = episodes.games.call("save", only=[s.game for s, _ in keep]) if keep else []
         for (step, key), save in zip(keep, saves, strict=True):
             chosen = self.cells[key].chosen if key in self.cells else 0
