@@ -208,6 +208,37 @@ def test_experiment_sections_render_one_seed_and_the_mean_over_several(tmp_path,
     assert results_table.main(["--check"]) == 0
 
 
+def test_an_experiment_renders_its_own_section_and_leaves_the_default_table(tmp_path, monkeypatch):
+    """After `dvc exp run` the workspace's reports/eval hold the experiment's run: README's
+    default `results` table (the `dvc repro` pipeline's) must not be rendered from them."""
+    from zorkppo.experiment import Experiment, run_experiment
+
+    monkeypatch.chdir(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "<!-- results:start -->\nthe default pipeline's table\n<!-- results:end -->\n"
+        "<!-- results:x:start -->\nold\n<!-- results:x:end -->\n"
+    )
+    fake_dvc = tmp_path / "fake-dvc"  # writes what a run leaves in the workspace
+    fake_dvc.write_text(
+        f"#!{sys.executable}\n"
+        "import json, pathlib, shutil\n"
+        "eval_dir = pathlib.Path('reports/eval'); eval_dir.mkdir(parents=True)\n"
+        f"eval_dir.joinpath('metrics.json').write_text({json.dumps(json.dumps(sample_metrics()))})\n"
+        "for name in ('reports/eval/scores.png', 'reports/ppo/learning_curve.png'):\n"
+        "    pathlib.Path(name).parent.mkdir(parents=True, exist_ok=True)\n"
+        "    pathlib.Path(name).write_bytes(b'png')\n"
+        "pathlib.Path('reports/ppo/curve.tsv').write_text('iteration\\tenv_steps\\n')\n"
+        "pathlib.Path('params.yaml').write_text('seed: 0\\n')\n"
+    )
+    fake_dvc.chmod(0o755)
+    run_experiment(Experiment("x", {}, (0,), parse_params({})), str(fake_dvc))
+    text = readme.read_text()
+    assert "the default pipeline's table" in text
+    assert "old" not in text and "| ppo |" in text
+    assert (tmp_path / "reports/x/seed-0/metrics.json").is_file()
+
+
 def test_unseen_game_seeds_table_hand_values():
     """Per game seed: the sampled mean (the walkthrough's greedy replay), averaged over the
     run seeds, and the mean over the unseen seeds."""

@@ -134,7 +134,9 @@ def run_experiment(experiment: Experiment, dvc: str = "dvc") -> None:
         run = {"commit": commit, "seconds": round(time.perf_counter() - started),
                "command": shlex.join(command[1:])}  # fmt: skip
         snapshot(paths.REPORTS / experiment.name / f"seed-{seed}", run)
-        update_readme(Path("README.md"))
+        # its own section only: the workspace's reports/eval now hold this experiment's
+        # run, not the default pipeline's that README's `results` section shows
+        update_readme(Path("README.md"), only=f"results:{experiment.name}")
 
 
 @exit_on_user_error

@@ -289,11 +289,13 @@ def sections(readme: str) -> list[str]:
     return re.findall(r"<!-- (results(?::[\w-]+)?):start -->", readme)
 
 
-def updated_readme(readme: str, source=None) -> str:
-    """`readme` with every results section rendered from `source` (default: the working
-    tree; Committed() reads what git holds)."""
+def updated_readme(readme: str, source=None, only: str | None = None) -> str:
+    """`readme` with every results section (or only the one named `only`) rendered from
+    `source` (default: the working tree; Committed() reads what git holds)."""
     source = source or WorkingTree()
     for section in sections(readme):
+        if only is not None and section != only:
+            continue
         if section == "results":
             metrics = source.read(DEFAULT_METRICS)
             table = None
@@ -318,8 +320,8 @@ def replace_section(readme: str, table: str, section: str = "results") -> str:
     return f"{head}{start}\n{table}\n{end}{tail}"
 
 
-def update_readme(path: Path = Path("README.md")) -> None:
-    path.write_text(updated_readme(path.read_text()))
+def update_readme(path: Path = Path("README.md"), only: str | None = None) -> None:
+    path.write_text(updated_readme(path.read_text(), only=only))
 
 
 def main(argv: list[str] | None = None) -> int:
