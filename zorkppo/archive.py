@@ -11,9 +11,6 @@ exactly) and the episode as it stood (recent turns, visits, steps), so a game re
 there goes on as the game that reached it would have. Which cell a restart returns to is
 drawn with weight (1 + rank of its score among the archive's scores) / sqrt(1 + times
 chosen): the frontier (the highest scores reached) most, a cell chosen often less and less.
-With `explore_turns`, a returned game first plays that many valid commands drawn uniformly
-(Go-Explore's explore phase; `act_or_explore`): a policy that has settled on one way out of
-a cell would otherwise only replay it from there.
 Nothing here knows the game: the cells are what the policy itself reached. Evaluation never
 restarts from it.
 """
@@ -30,8 +27,6 @@ from zorkppo.episodes import Episode, Episodes, Step
 
 if TYPE_CHECKING:
     from zorkppo.game import GameState
-    from zorkppo.modes import Sample
-    from zorkppo.trainer import PpoRun
 
 
 @dataclass
@@ -110,23 +105,3 @@ class Archive:
 
     def __len__(self) -> int:
         return len(self.cells)
-
-
-def act_or_explore(run: PpoRun, episodes: Episodes, prompts, valid) -> list[Sample]:
-    """Each game's turn: the policy's sample, or in a game with explore turns left (it just
-    returned to an archived cell) a valid command drawn uniformly (`mode.explore`)."""
-    games = range(len(prompts))
-    exploring = [i for i in games if episodes.current[i].explore_left > 0]
-    playing = [i for i in games if i not in exploring]
-    turn: list[Sample | None] = [None] * len(prompts)
-    for group, act in (
-        (playing, lambda p, v: run.mode.act(run.policy, p, v, run.generator, run.rng)),
-        (exploring, lambda p, v: run.mode.explore(run.policy, p, v, run.rng)),
-    ):
-        if group:
-            chosen = act([prompts[i] for i in group], valid and [valid[i] for i in group])
-            for i, sample in zip(group, chosen, strict=True):
-                turn[i] = sample
-    for i in exploring:
-        episodes.current[i].explore_left -= 1
-    return turn

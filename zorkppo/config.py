@@ -194,10 +194,6 @@ class ArchiveParams(Section):
     share: float = Field(0.0, ge=0, le=1)
     # a cell is a room and score; true: and what the player carries (the inventory's lines)
     inventory: bool = False
-    # Go-Explore's explore phase: a game that returned to a cell first plays this many valid
-    # commands drawn uniformly (no PPO update learns from them; self-imitation keeps a way
-    # through them that scores), then the policy plays; constrained mode only. 0: off
-    explore_turns: int = Field(0, ge=0)
 
 
 class SelfImitationParams(Section):
@@ -266,15 +262,6 @@ class PpoParams(Section):
     curve: CurveParams = CurveParams()  # the learning curve: reports/ppo/curve.tsv
     archive: ArchiveParams = ArchiveParams()  # return to reached states, then explore
     self_imitation: SelfImitationParams = SelfImitationParams()  # imitate the best ways found
-
-    @model_validator(mode="after")
-    def _explore_needs_the_trie(self):
-        if self.archive.explore_turns and self.action_mode != "constrained":
-            raise ValueError(
-                "ppo.archive.explore_turns draws among the valid commands' trie: set "
-                "ppo.action_mode constrained, or ppo.archive.explore_turns 0"
-            )
-        return self
 
     @field_validator("max_batch_tokens", mode="before")
     @classmethod

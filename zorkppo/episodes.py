@@ -51,7 +51,6 @@ class Episode:
     # PPO with ppo.self_imitation: its samples since the game's start, a returned game's
     # inherited from the game that reached the saved place
     trail: Trail = field(default_factory=Trail)
-    explore_left: int = 0  # turns still drawn uniformly, not by the policy (ppo.archive)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ mode's name (`action_mode(name, max_candidates)` builds it):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -43,9 +43,6 @@ class Sample:
     kl: float  # rollout-time KL(policy || reference) for this turn (generate: k3 estimate)
     old_dist: tuple  # the rollout's action distribution, in the mode's own form
     ref_dist: torch.Tensor  # the reference's, likewise
-    # drawn uniformly among the valid commands, not by the policy (ppo.archive.explore_turns):
-    # no PPO update learns from it; self-imitation may, if its way is kept
-    explored: bool = False
 
 
 def draw_candidates(valid_actions: list[str], max_candidates: int, rng) -> list[str]:
@@ -344,56 +341,22 @@ class ConstrainedMode:
         ids = _pad(allowed, -1)
         drawn_from = _pad([torch.stack(d.dists) for d in drawn], float("-inf")).cpu()
         dist = drawn_from.gather(-1, ids.clamp(min=0)).masked_fill(ids < 0, float("-inf"))
-        logprobs = [math.fsum(d.logps) for d in drawn]
-        values = [d.value for d in drawn]
-        return self._samples(
-            policy, prompt_ids, tries, actions, allowed, steps, dist, logprobs, values
-        )
-
-    @torch.no_grad()
-    def explore(self, policy, prompts, valid, rng) -> list[Sample]:
-        """Go-Explore's explore phase: for each state a command drawn uniformly among its
-        valid commands (one per spelling), each a Sample as if the policy had drawn it (its
-        log-prob, value and distributions along the trie) and marked `explored`."""
-        prompt_ids = policy.encode_prompts(prompts)
-        tries = self._tries(policy, valid)
-        actions = [list(rng.choice(sorted(t.ends))) for t in tries]
-        allowed, steps = zip(
-            *(t.positions(a) for a, t in zip(actions, tries, strict=True)), strict=True
-        )
-        dist, logprob, values, _ = self._masked(policy, prompt_ids, actions, allowed, steps)
-        samples = self._samples(
-            policy,
-            prompt_ids,
-            tries,
-            actions,
-            allowed,
-            steps,
-            dist.cpu(),
-            logprob.tolist(),
-            values.tolist(),
-        )
-        return [replace(s, explored=True) for s in samples]
-
-    def _samples(self, policy, prompt_ids, tries, actions, allowed, steps, dist, logprobs, values):
-        """The turns' Samples: the commands' token paths, the distributions they were drawn
-        from ([N, L, A] on the CPU), their log-probs and values; the reference scored here."""
         ref, ref_logprob, _, mask = self._masked(
             policy, prompt_ids, actions, allowed, steps, reference=True
         )
         kl = (_exact_kl(dist, ref.cpu()) * mask.cpu()).sum(-1)
         samples = []
-        for r, (p, path) in enumerate(zip(prompt_ids, actions, strict=True)):
+        for r, (p, d) in enumerate(zip(prompt_ids, drawn, strict=True)):
             n, width = allowed[r].shape
             samples.append(
                 Sample(
                     p,
-                    [path],
+                    [d.tokens],
                     0,
-                    tries[r].ends[tuple(path)],
-                    logprobs[r],
+                    tries[r].ends[tuple(d.tokens)],
+                    math.fsum(d.logps),
                     float(ref_logprob[r]),
-                    values[r],
+                    d.value,
                     float(kl[r]),
                     (allowed[r], dist[r, :n, :width], steps[r]),
                     ref[r, :n, :width].cpu(),

@@ -66,9 +66,8 @@ ROLLOUTS = TableSchema(
     # v2: truncated (cut by ppo.max_steps; done includes it), world_changed; v3: weight;
     # v4: state_hash (the world hash the command was typed in: ppo.baseline state);
     # v5: no weight (ppo.explore removed); v6: start (where the episode began: "" the game's
-    # start, else the archived place it returned to, "room @ score"); v7: explored (drawn
-    # uniformly after a return, ppo.archive.explore_turns: left out of the update)
-    version=7,
+    # start, else the archived place it returned to, "room @ score")
+    version=6,
     arrow=pa.schema(
         [
             ("iteration", pa.int32()),
@@ -80,7 +79,6 @@ ROLLOUTS = TableSchema(
             ("location", pa.string()),
             ("state_hash", pa.string()),
             ("start", pa.string()),
-            ("explored", pa.bool_()),
             ("done", pa.bool_()),
             ("truncated", pa.bool_()),
             ("world_changed", pa.bool_()),

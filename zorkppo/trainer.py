@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from zorkppo import ppo
-from zorkppo.archive import Archive, act_or_explore
+from zorkppo.archive import Archive
 from zorkppo.distributed import ONE_PROCESS, Replicas
 from zorkppo.episodes import Episodes
 from zorkppo.model import recompute_layer_activations
@@ -120,7 +120,7 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
     for _ in range(cfg.rollout_turns):
         prompts = episodes.prompts(policy.tokenizer)
         valid = episodes.valid_actions() if mode.needs_valid_actions else None
-        turn = act_or_explore(run, episodes, prompts, valid)
+        turn = mode.act(policy, prompts, valid, run.generator, run.rng)
         # an empty generation still costs a turn
         steps = episodes.step([s.command or "look" for s in turn])
         turn_records = []
@@ -137,7 +137,6 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
                     "location": step.after.location,
                     "state_hash": step.before.world_hash,
                     "start": episodes.current[step.game].start,
-                    "explored": turn[step.game].explored,
                     "done": step.after.done or truncated,
                     "truncated": truncated,
                     "world_changed": step.world_changed,
@@ -166,9 +165,7 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
             episodes.start(ended)
         else:  # return to a reached state, or start over
             run.archive.record(episodes, steps, cfg.max_steps)
-            returned = run.archive.restart(episodes, ended, cfg.archive.share, run.rng)
-            for i in returned:  # explore from there first (Go-Explore), then the policy plays
-                episodes.current[i].explore_left = cfg.archive.explore_turns
+            run.archive.restart(episodes, ended, cfg.archive.share, run.rng)
         samples.append(turn)
         records.append(turn_records)
     return samples, records, finished
@@ -216,17 +213,12 @@ def ppo_update(run: PpoRun, samples, advantages, returns) -> tuple[dict, int]:
     the gradients are averaged before the step: one global minibatch, as in one process."""
     cfg, policy, mode, replicas = run.cfg, run.policy, run.mode, run.replicas
     kl_coef, first_update = run.controller.coef, run.update_step
-    every = [s for row in samples for s in row]
-    # explored turns were not the policy's draws: no update learns from them
-    policy_turns = [k for k, s in enumerate(every) if not s.explored]
-    flat = [every[k] for k in policy_turns]
-    if not flat:  # every turn explored: nothing of the policy's to update
-        return {}, 0
-    adv = advantages.flatten()[policy_turns]
+    flat = [s for row in samples for s in row]
+    adv = advantages.flatten()
     if cfg.normalize_advantages:  # over every replica's turns
         moments = replicas.moments(adv) if replicas.world > 1 else None
         adv = ppo.normalize(adv, moments=moments, center=cfg.center_advantages)
-    ret = returns.flatten()[policy_turns]
+    ret = returns.flatten()
     old_logprob = torch.tensor([s.logprob for s in flat])
     old_values = torch.tensor([s.value for s in flat])
     params = policy.trainable_parameters()
@@ -305,7 +297,7 @@ def rollout_kl(samples: list[list[Sample]], mode: ActionMode) -> tuple[float, in
     """The rollout's summed KL to the reference and its count in the loss's unit
     (`mode.kl_units`): command tokens when generating (the loss's KL is per token), turns
     when ranking. Their ratio is the mean the KL controller reads."""
-    flat = [s for row in samples for s in row if not s.explored]
+    flat = [s for row in samples for s in row]
     return sum(s.kl for s in flat), sum(mode.kl_units(s) for s in flat)
 
 
