@@ -222,7 +222,7 @@ def test_an_experiment_renders_its_own_section_and_leaves_the_default_table(tmp_
     fake_dvc = tmp_path / "fake-dvc"  # writes what a run leaves in the workspace
     fake_dvc.write_text(
         f"#!{sys.executable}\n"
-        "import json, pathlib, shutil\n"
+        "import pathlib\n"
         "eval_dir = pathlib.Path('reports/eval'); eval_dir.mkdir(parents=True)\n"
         f"eval_dir.joinpath('metrics.json').write_text({json.dumps(json.dumps(sample_metrics()))})\n"
         "for name in ('reports/eval/scores.png', 'reports/ppo/learning_curve.png'):\n"

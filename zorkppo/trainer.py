@@ -255,7 +255,7 @@ def ppo_update(run: PpoRun, samples, advantages, returns) -> tuple[dict, int]:
                 + cfg.js_coef * terms["js"]
             )
             if run.best_ways:  # self-imitation: raise the best ways' commands
-                sil_loss = self_imitation_loss(run, policy, mode)
+                sil_loss = self_imitation_loss(run)
                 loss = loss + cfg.self_imitation.coef * sil_loss
                 stats.setdefault("self_imitation/loss", []).append(sil_loss.item())
             run.optimizer.zero_grad()
@@ -285,12 +285,12 @@ def ppo_update(run: PpoRun, samples, advantages, returns) -> tuple[dict, int]:
     return stats, run.update_step - first_update
 
 
-def self_imitation_loss(run: PpoRun, policy: Policy, mode: ActionMode) -> torch.Tensor:
+def self_imitation_loss(run: PpoRun) -> torch.Tensor:
     """The mean negative log-prob, under the policy now, of cfg.self_imitation.batch turns
     drawn from the best ways (zorkppo.self_imitation)."""
     turns = run.best_ways.draw(run.cfg.self_imitation.batch, run.rng)
-    with recompute_layer_activations(policy.model, run.cfg.gradient_checkpointing):
-        return -mode.rescore(policy, turns)["logprob"].mean()
+    with recompute_layer_activations(run.policy.model, run.cfg.gradient_checkpointing):
+        return -run.mode.rescore(run.policy, turns)["logprob"].mean()
 
 
 def rollout_kl(samples: list[list[Sample]], mode: ActionMode) -> tuple[float, int]:
