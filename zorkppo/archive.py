@@ -11,6 +11,11 @@ exactly) and the episode as it stood (recent turns, visits, steps), so a game re
 there goes on as the game that reached it would have. Which cell a restart returns to is
 drawn with weight (1 + rank of its score among the archive's scores) / sqrt(1 + times
 chosen): the frontier (the highest scores reached) most, a cell chosen often less and less.
+With `frontier_explore`, the archive also counts the commands typed in each cell, and a turn
+in a cell at the frontier (the highest score the run's games have reached) is, with that
+probability, the cell's least-typed valid command instead of the policy's draw: count-based
+exploration where the run stands furthest (`act_or_explore`). A policy that has settled on
+one way through a place would otherwise only replay it there.
 Nothing here knows the game: the cells are what the policy itself reached. Evaluation never
 restarts from it.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,6 +33,8 @@ from zorkppo.episodes import Episode, Episodes, Step
 
 if TYPE_CHECKING:
     from zorkppo.game import GameState
+    from zorkppo.modes import Sample
+    from zorkppo.trainer import PpoRun
 
 
 @dataclass
@@ -48,6 +56,7 @@ class Archive:
     def __init__(self, inventory: bool = False):
         self.inventory = inventory  # what the player carries is part of the cell
         self.cells: dict[tuple, Cell] = {}
+        self.typed: dict[tuple, Counter] = {}  # cell -> the commands typed there, counted
 
     def key(self, state: GameState) -> tuple:
         """The cell a state falls in: (room, score), and what is carried with `inventory`."""
@@ -105,3 +114,52 @@ class Archive:
 
     def __len__(self) -> int:
         return len(self.cells)
+
+    def count_typed(self, steps: list[Step]) -> None:
+        for s in steps:
+            self.typed.setdefault(self.key(s.before), Counter())[s.command] += 1
+
+    def at_frontier(self, state: GameState) -> bool:
+        """Whether `state` stands at the highest score of the cells reached so far."""
+        return bool(self.cells) and state.score >= max(c.score for c in self.cells.values())
+
+    def least_typed(self, state: GameState, commands: list[str], rng: random.Random) -> str:
+        """One of `commands` typed least often in `state`'s cell (ties drawn uniformly)."""
+        typed = self.typed.get(self.key(state), Counter())
+        fewest = min(typed[c] for c in commands)
+        return rng.choice([c for c in commands if typed[c] == fewest])
+
+
+def act_or_explore(run: PpoRun, episodes: Episodes, prompts, valid) -> list[Sample]:
+    """Each game's turn: the policy's sample, or, in a game at the frontier and with
+    probability ppo.archive.frontier_explore, its cell's least-typed valid command
+    (`mode.explore`, marked explored)."""
+    chance, archive = run.cfg.archive.frontier_explore, run.archive
+    if not chance:  # draws nothing from run.rng: runs without it stay as they were
+        return run.mode.act(run.policy, prompts, valid, run.generator, run.rng)
+    states = [e.state for e in episodes.current]
+    exploring = [
+        i for i, st in enumerate(states) if archive.at_frontier(st) and run.rng.random() < chance
+    ]
+    playing = [i for i in range(len(prompts)) if i not in exploring]
+    turn: list[Sample | None] = [None] * len(prompts)
+    if playing:
+        chosen = run.mode.act(
+            run.policy,
+            [prompts[i] for i in playing],
+            [valid[i] for i in playing],
+            run.generator,
+            run.rng,
+        )
+        for i, sample in zip(playing, chosen, strict=True):
+            turn[i] = sample
+    if exploring:
+        chosen = run.mode.explore(
+            run.policy,
+            [prompts[i] for i in exploring],
+            [valid[i] for i in exploring],
+            lambda k, commands: archive.least_typed(states[exploring[k]], commands, run.rng),
+        )
+        for i, sample in zip(exploring, chosen, strict=True):
+            turn[i] = sample
+    return turn

@@ -194,6 +194,11 @@ class ArchiveParams(Section):
     share: float = Field(0.0, ge=0, le=1)
     # a cell is a room and score; true: and what the player carries (the inventory's lines)
     inventory: bool = False
+    # count-based exploration at the frontier: a turn in a cell at the highest score reached
+    # so far is, with this probability, the cell's least-typed valid command (no PPO update
+    # learns from it; self-imitation keeps a way through it that scores); constrained mode
+    # only. 0: off
+    frontier_explore: float = Field(0.0, ge=0, le=1)
 
 
 class SelfImitationParams(Section):
@@ -262,6 +267,15 @@ class PpoParams(Section):
     curve: CurveParams = CurveParams()  # the learning curve: reports/ppo/curve.tsv
     archive: ArchiveParams = ArchiveParams()  # return to reached states, then explore
     self_imitation: SelfImitationParams = SelfImitationParams()  # imitate the best ways found
+
+    @model_validator(mode="after")
+    def _exploring_needs_the_trie(self):
+        if self.archive.frontier_explore and self.action_mode != "constrained":
+            raise ValueError(
+                "ppo.archive.frontier_explore chooses among the valid commands' trie: set "
+                "ppo.action_mode constrained, or ppo.archive.frontier_explore 0"
+            )
+        return self
 
     @field_validator("max_batch_tokens", mode="before")
     @classmethod

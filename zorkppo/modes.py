@@ -22,7 +22,7 @@ mode's name (`action_mode(name, max_candidates)` builds it):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -43,6 +43,9 @@ class Sample:
     kl: float  # rollout-time KL(policy || reference) for this turn (generate: k3 estimate)
     old_dist: tuple  # the rollout's action distribution, in the mode's own form
     ref_dist: torch.Tensor  # the reference's, likewise
+    # chosen by the frontier's exploration, not drawn by the policy (ppo.archive.frontier_explore):
+    # no PPO update learns from it; self-imitation may, if its way is kept
+    explored: bool = False
 
 
 def draw_candidates(valid_actions: list[str], max_candidates: int, rng) -> list[str]:
@@ -341,22 +344,59 @@ class ConstrainedMode:
         ids = _pad(allowed, -1)
         drawn_from = _pad([torch.stack(d.dists) for d in drawn], float("-inf")).cpu()
         dist = drawn_from.gather(-1, ids.clamp(min=0)).masked_fill(ids < 0, float("-inf"))
+        logprobs = [math.fsum(d.logps) for d in drawn]
+        values = [d.value for d in drawn]
+        return self._samples(
+            policy, prompt_ids, tries, actions, allowed, steps, dist, logprobs, values
+        )
+
+    @torch.no_grad()
+    def explore(self, policy, prompts, valid, pick) -> list[Sample]:
+        """Commands chosen by `pick(k, commands)` (state k's valid commands, one per spelling,
+        sorted), not drawn by the policy: each a Sample as if the policy had drawn it (its
+        log-prob, value and distributions along the trie) and marked `explored`."""
+        prompt_ids = policy.encode_prompts(prompts)
+        tries = self._tries(policy, valid)
+        actions = []
+        for k, trie in enumerate(tries):
+            path_of = {command: path for path, command in trie.ends.items()}
+            actions.append(list(path_of[pick(k, sorted(path_of))]))
+        allowed, steps = zip(
+            *(t.positions(a) for a, t in zip(actions, tries, strict=True)), strict=True
+        )
+        dist, logprob, values, _ = self._masked(policy, prompt_ids, actions, allowed, steps)
+        samples = self._samples(
+            policy,
+            prompt_ids,
+            tries,
+            actions,
+            allowed,
+            steps,
+            dist.cpu(),
+            logprob.tolist(),
+            values.tolist(),
+        )
+        return [replace(s, explored=True) for s in samples]
+
+    def _samples(self, policy, prompt_ids, tries, actions, allowed, steps, dist, logprobs, values):
+        """The turns' Samples: the commands' token paths, the distributions they were drawn
+        from ([N, L, A] on the CPU), their log-probs and values; the reference scored here."""
         ref, ref_logprob, _, mask = self._masked(
             policy, prompt_ids, actions, allowed, steps, reference=True
         )
         kl = (_exact_kl(dist, ref.cpu()) * mask.cpu()).sum(-1)
         samples = []
-        for r, (p, d) in enumerate(zip(prompt_ids, drawn, strict=True)):
+        for r, (p, path) in enumerate(zip(prompt_ids, actions, strict=True)):
             n, width = allowed[r].shape
             samples.append(
                 Sample(
                     p,
-                    [d.tokens],
+                    [path],
                     0,
-                    tries[r].ends[tuple(d.tokens)],
-                    math.fsum(d.logps),
+                    tries[r].ends[tuple(path)],
+                    logprobs[r],
                     float(ref_logprob[r]),
-                    d.value,
+                    values[r],
                     float(kl[r]),
                     (allowed[r], dist[r, :n, :width], steps[r]),
                     ref[r, :n, :width].cpu(),

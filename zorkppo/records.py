@@ -66,8 +66,10 @@ ROLLOUTS = TableSchema(
     # v2: truncated (cut by ppo.max_steps; done includes it), world_changed; v3: weight;
     # v4: state_hash (the world hash the command was typed in: ppo.baseline state);
     # v5: no weight (ppo.explore removed); v6: start (where the episode began: "" the game's
-    # start, else the archived place it returned to, "room @ score")
-    version=6,
+    # start, else the archived place it returned to, "room @ score"); v7: explored (drawn
+    # uniformly after a return; removed with it, back to v6); v8: explored (chosen by the
+    # frontier's exploration, ppo.archive.frontier_explore: left out of the update)
+    version=8,
     arrow=pa.schema(
         [
             ("iteration", pa.int32()),
@@ -79,6 +81,7 @@ ROLLOUTS = TableSchema(
             ("location", pa.string()),
             ("state_hash", pa.string()),
             ("start", pa.string()),
+            ("explored", pa.bool_()),
             ("done", pa.bool_()),
             ("truncated", pa.bool_()),
             ("world_changed", pa.bool_()),

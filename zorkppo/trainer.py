@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from zorkppo import ppo
-from zorkppo.archive import Archive
+from zorkppo.archive import Archive, act_or_explore
 from zorkppo.distributed import ONE_PROCESS, Replicas
 from zorkppo.episodes import Episodes
 from zorkppo.model import recompute_layer_activations
@@ -47,7 +47,7 @@ class PpoRun:
     total_updates: int  # over the whole run: the entropy bonus decays over them
     replicas: Replicas = ONE_PROCESS
     update_step: int = 0
-    archive: Archive | None = None  # ppo.archive.share > 0: states to return to
+    archive: Archive | None = None  # ppo.archive share or frontier_explore > 0: cells reached
     best_ways: BestWays | None = None  # ppo.self_imitation.coef > 0: the ways it imitates
 
     @classmethod
@@ -66,7 +66,11 @@ class PpoRun:
             random.Random(own_seed),
             cfg.iterations * cfg.ppo_epochs * math.ceil(samples / cfg.minibatch_size),
             replicas,
-            archive=Archive(cfg.archive.inventory) if cfg.archive.share > 0 else None,
+            archive=(
+                Archive(cfg.archive.inventory)
+                if cfg.archive.share > 0 or cfg.archive.frontier_explore > 0
+                else None
+            ),
             best_ways=(BestWays(cfg.self_imitation.keep) if cfg.self_imitation.coef > 0 else None),
         )
 
@@ -120,7 +124,7 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
     for _ in range(cfg.rollout_turns):
         prompts = episodes.prompts(policy.tokenizer)
         valid = episodes.valid_actions() if mode.needs_valid_actions else None
-        turn = mode.act(policy, prompts, valid, run.generator, run.rng)
+        turn = act_or_explore(run, episodes, prompts, valid)
         # an empty generation still costs a turn
         steps = episodes.step([s.command or "look" for s in turn])
         turn_records = []
@@ -137,6 +141,7 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
                     "location": step.after.location,
                     "state_hash": step.before.world_hash,
                     "start": episodes.current[step.game].start,
+                    "explored": turn[step.game].explored,
                     "done": step.after.done or truncated,
                     "truncated": truncated,
                     "world_changed": step.world_changed,
@@ -164,6 +169,7 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
         if run.archive is None:
             episodes.start(ended)
         else:  # return to a reached state, or start over
+            run.archive.count_typed(steps)
             run.archive.record(episodes, steps, cfg.max_steps)
             run.archive.restart(episodes, ended, cfg.archive.share, run.rng)
         samples.append(turn)
@@ -213,12 +219,17 @@ def ppo_update(run: PpoRun, samples, advantages, returns) -> tuple[dict, int]:
     the gradients are averaged before the step: one global minibatch, as in one process."""
     cfg, policy, mode, replicas = run.cfg, run.policy, run.mode, run.replicas
     kl_coef, first_update = run.controller.coef, run.update_step
-    flat = [s for row in samples for s in row]
-    adv = advantages.flatten()
+    every = [s for row in samples for s in row]
+    # explored turns were not the policy's draws: no update learns from them
+    policy_turns = [k for k, s in enumerate(every) if not s.explored]
+    flat = [every[k] for k in policy_turns]
+    if not flat:  # every turn explored: nothing of the policy's to update
+        return {}, 0
+    adv = advantages.flatten()[policy_turns]
     if cfg.normalize_advantages:  # over every replica's turns
         moments = replicas.moments(adv) if replicas.world > 1 else None
         adv = ppo.normalize(adv, moments=moments, center=cfg.center_advantages)
-    ret = returns.flatten()
+    ret = returns.flatten()[policy_turns]
     old_logprob = torch.tensor([s.logprob for s in flat])
     old_values = torch.tensor([s.value for s in flat])
     params = policy.trainable_parameters()
@@ -297,7 +308,7 @@ def rollout_kl(samples: list[list[Sample]], mode: ActionMode) -> tuple[float, in
     """The rollout's summed KL to the reference and its count in the loss's unit
     (`mode.kl_units`): command tokens when generating (the loss's KL is per token), turns
     when ranking. Their ratio is the mean the KL controller reads."""
-    flat = [s for row in samples for s in row]
+    flat = [s for row in samples for s in row if not s.explored]
     return sum(s.kl for s in flat), sum(mode.kl_units(s) for s in flat)
 
 
