@@ -203,6 +203,8 @@ def test_cut_games_carry_the_value_of_where_they_were_cut():
 
 def test_kl_for_the_controller_is_per_token_in_generate_mode():
     class S:
+        explored = False  # the policy's own draw
+
         def __init__(self, kl, tokens):
             self.kl, self.options = kl, [[0] * tokens]
 
