@@ -143,23 +143,16 @@ def act_or_explore(run: PpoRun, episodes: Episodes, prompts, valid) -> list[Samp
     ]
     playing = [i for i in range(len(prompts)) if i not in exploring]
     turn: list[Sample | None] = [None] * len(prompts)
-    if playing:
-        chosen = run.mode.act(
-            run.policy,
-            [prompts[i] for i in playing],
-            [valid[i] for i in playing],
-            run.generator,
-            run.rng,
-        )
-        for i, sample in zip(playing, chosen, strict=True):
-            turn[i] = sample
-    if exploring:
-        chosen = run.mode.explore(
-            run.policy,
-            [prompts[i] for i in exploring],
-            [valid[i] for i in exploring],
-            lambda k, commands: archive.least_typed(states[exploring[k]], commands, run.rng),
-        )
-        for i, sample in zip(exploring, chosen, strict=True):
-            turn[i] = sample
+
+    def pick(k, commands):  # the k-th exploring game's command
+        return archive.least_typed(states[exploring[k]], commands, run.rng)
+
+    for group, act in (
+        (playing, lambda p, v: run.mode.act(run.policy, p, v, run.generator, run.rng)),
+        (exploring, lambda p, v: run.mode.explore(run.policy, p, v, pick)),
+    ):
+        if group:
+            chosen = act([prompts[i] for i in group], [valid[i] for i in group])
+            for i, sample in zip(group, chosen, strict=True):
+                turn[i] = sample
     return turn

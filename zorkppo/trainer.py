@@ -169,7 +169,8 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
         if run.archive is None:
             episodes.start(ended)
         else:  # return to a reached state, or start over
-            run.archive.count_typed(steps)
+            if cfg.archive.frontier_explore:  # the counts it explores by
+                run.archive.count_typed(steps)
             run.archive.record(episodes, steps, cfg.max_steps)
             run.archive.restart(episodes, ended, cfg.archive.share, run.rng)
         samples.append(turn)
