@@ -5,7 +5,7 @@ import yaml
 from conftest import ROOT
 
 from zorkppo.errors import UserError
-from zorkppo.experiment import dvc_flags, load_experiment, with_overrides
+from zorkppo.experiment import dvc_flags, load_experiment, only_seeds, with_overrides
 
 
 def test_every_shipped_experiment_is_valid_params():
@@ -30,6 +30,10 @@ def test_overrides_land_in_the_params_and_become_flags(tmp_path):
     assert flags[::2] == ["-S", "-S"]
     assert sorted(flags[1::2]) == ["ppo.kl.up=2.0", "sft.sources=[random, explorer]"]
     assert with_overrides({"a": {"b": 1}}, {"a.c": 2}) == {"a": {"b": 1, "c": 2}}
+    assert only_seeds(experiment, None).seeds == (3, 4)
+    assert only_seeds(experiment, [4]).seeds == (4,)
+    with pytest.raises(UserError, match="--seed 5: experiment demo runs seeds \\[3, 4\\]"):
+        only_seeds(experiment, [5])
 
 
 def test_a_typo_in_an_experiment_stops_before_it_runs(tmp_path):

@@ -2,6 +2,7 @@
 
     python -m zorkppo.experiment experiments/no-walkthrough.yaml      # run, snapshot, README
     python -m zorkppo.experiment experiments/no-walkthrough.yaml --flags   # the -S flags only
+    python -m zorkppo.experiment experiments/no-walkthrough.yaml --seed 1  # one run seed only
 
 An experiment file holds its `name`, the `params` it overrides (nested as in params.yaml),
 and optionally `seeds`: the run seeds (`seed`) it is run with, one DVC experiment each. The
@@ -20,7 +21,7 @@ import shlex
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -89,6 +90,20 @@ def load_experiment(path: str | Path, params_path: str | Path = PARAMS_FILE) -> 
     )
 
 
+def only_seeds(experiment: Experiment, seeds: list[int] | None) -> Experiment:
+    """The experiment restricted to `seeds` (None: all of them); a seed it lacks is an error."""
+    if not seeds:
+        return experiment
+    unknown = sorted(set(seeds) - set(experiment.seeds))
+    if unknown:
+        raise UserError(
+            f"--seed {unknown[0]}: experiment {experiment.name} runs seeds "
+            f"{list(experiment.seeds)}; pick one of them or add it to the file's `seeds`"
+        )
+    kept = tuple(seed for seed in experiment.seeds if seed in seeds)
+    return replace(experiment, seeds=kept)
+
+
 def dvc_flags(overrides: dict) -> list[str]:
     """`-S key=value` for each override, the value in YAML flow style (lists as [a,b])."""
     flags = []
@@ -147,8 +162,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("experiment", help="an experiment file (experiments/*.yaml)")
     parser.add_argument("--flags", action="store_true", help="print the dvc -S flags and stop")
     parser.add_argument("--dvc", default="dvc", help="the dvc executable")
+    parser.add_argument(
+        "--seed", type=int, action="append",
+        help="run only this run seed of the experiment's `seeds` (repeatable): seeds run "
+        "apart, e.g. one per clone or machine, then their snapshots are gathered",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    experiment = load_experiment(args.experiment)
+    experiment = only_seeds(load_experiment(args.experiment), args.seed)
     if args.flags:
         print(shlex.join(dvc_flags(experiment.overrides)))
         return
