@@ -4,7 +4,7 @@ The reference policy is the same model with the adapter disabled, so it costs no
 This module holds what every action mode needs from the model: scoring options after
 prompts (`forward`), values, token-by-token sampling (optionally along a trie of allowed
 commands), and batching by length. The modes themselves, and their distributions, are in
-modes.py.
+zorkppo/modes/.
 """
 
 from __future__ import annotations
