@@ -101,7 +101,10 @@ def only_seeds(experiment: Experiment, seeds: list[int] | None) -> Experiment:
             f"{list(experiment.seeds)}; pick one of them or add it to the file's `seeds`"
         )
     kept = tuple(seed for seed in experiment.seeds if seed in seeds)
-    return replace(experiment, seeds=kept)
+    # params are the first seed's run: keep them so for the first seed kept
+    return replace(
+        experiment, seeds=kept, params=experiment.params.model_copy(update={"seed": kept[0]})
+    )
 
 
 def dvc_flags(overrides: dict) -> list[str]:
