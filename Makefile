@@ -26,13 +26,14 @@ repro: $(STAMP)
 # The headline experiment, no walkthrough anywhere in training (experiments/no-walkthrough.yaml
 # says what and why): runs it as a DVC experiment in the workspace for each of its seeds, then
 # snapshots each run into reports/no-walkthrough/ and renders README's table from them.
+# SEED=N runs that one run seed only (one clone per seed runs them at once: docs/experiments.md).
 no-walkthrough: $(STAMP)
-	$(BIN)/python -m zorkppo.experiment experiments/no-walkthrough.yaml
+	$(BIN)/python -m zorkppo.experiment experiments/no-walkthrough.yaml $(if $(SEED),--seed $(SEED))
 
 # The same protocol with a real pretrained LLM, SmolLM2-135M-Instruct (model.profile smol,
 # experiments/smol-no-walkthrough.yaml): snapshot into reports/smol-no-walkthrough/.
 smol: $(STAMP)
-	$(BIN)/python -m zorkppo.experiment experiments/smol-no-walkthrough.yaml
+	$(BIN)/python -m zorkppo.experiment experiments/smol-no-walkthrough.yaml $(if $(SEED),--seed $(SEED))
 
 # Share every pipeline output through the default DVC remote (docs/remote.md).
 push pull: $(STAMP)
