@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import ROOT
 
 from zorkppo import results_table
@@ -237,6 +238,8 @@ def test_an_experiment_renders_its_own_section_and_leaves_the_default_table(tmp_
     assert "the default pipeline's table" in text
     assert "old" not in text and "| ppo |" in text
     assert (tmp_path / "reports/x/seed-0/metrics.json").is_file()
+    run = json.loads((tmp_path / "reports/x/seed-0/run.json").read_text())
+    assert run["torch_threads"] == torch.get_num_threads()
 
 
 def test_unseen_game_seeds_table_hand_values():
@@ -317,6 +320,10 @@ def test_run_line_says_when_runs_reused_a_warm_start():
     scratch = {"0": {"commit": "1" * 40, "seconds": 600}}
     assert results_table.run_line(scratch) == (
         "Runs (from scratch, on a 2-core CPU): seed 0: commit `1111111`, 10 min."
+    )
+    threaded = {"0": {"commit": "1" * 40, "seconds": 600, "torch_threads": 2}}
+    assert results_table.run_line(threaded) == (
+        "Runs (from scratch, on a 2-core CPU): seed 0: commit `1111111`, 10 min, 2 torch threads."
     )
     reused = {"0": {"commit": "2" * 40, "seconds": 1800, "warm_start": "`x/seed-0`"}}
     assert results_table.run_line(reused) == (

@@ -124,8 +124,18 @@ def git_commit() -> str:
     return done.stdout.strip() + ("+uncommitted changes" if dirty else "")
 
 
+def torch_threads() -> int:
+    """The threads torch runs the stages on here (they inherit this environment): PPO's
+    figures depend on them, its update's sums being split across threads
+    (docs/reproducibility.md)."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def snapshot(target: Path, run: dict) -> None:
-    """The workspace's last run into `target`, with run.json (commit, seconds, command)."""
+    """The workspace's last run into `target`, with run.json (commit, seconds, command,
+    torch threads)."""
     missing = [str(p) for p in SNAPSHOT_FILES if not p.is_file()]
     if missing:
         raise UserError(f"no run to snapshot: {', '.join(missing)} missing (run the experiment)")
@@ -150,7 +160,7 @@ def run_experiment(experiment: Experiment, dvc: str = "dvc") -> None:
                 f"experiment {experiment.name} (seed {seed}) failed: see dvc's output above"
             )
         run = {"commit": commit, "seconds": round(time.perf_counter() - started),
-               "command": shlex.join(command[1:])}  # fmt: skip
+               "command": shlex.join(command[1:]), "torch_threads": torch_threads()}  # fmt: skip
         snapshot(paths.REPORTS / experiment.name / f"seed-{seed}", run)
         # its own section only: the workspace's reports/eval now hold this experiment's
         # run, not the default pipeline's that README's `results` section shows

@@ -150,9 +150,14 @@ def render_seed_curves(curves: dict[str, list[dict]], where: str) -> str:
     return "\n".join(lines)
 
 
+def threads(n: int) -> str:
+    return f"{n} torch thread" + ("s" if n != 1 else "")
+
+
 def run_line(runs: dict[str, dict]) -> str:
     """Which commit each seed ran on (and was evaluated at, where its evaluation was re-run
-    on the trained models after a fix), how long it took, and a run's `note` if it has one
+    on the trained models after a fix), how long it took and on how many torch threads
+    (PPO's figures depend on them), and a run's `note` if it has one
     (a run whose stages were run one by one says how). A run with a `warm_start` (the run
     whose collect data, SFT and quantized models it reused) trained only PPO on them, so
     the line no longer says the runs are from scratch."""
@@ -166,6 +171,7 @@ def run_line(runs: dict[str, dict]) -> str:
         )
         + (f", evaluated at `{run['evaluated_at'][:7]}`" if "evaluated_at" in run else "")
         + f", {run['seconds'] / 60:.0f} min"
+        + (f", {threads(run['torch_threads'])}" if "torch_threads" in run else "")
         + (f" ({run['note']})" if "note" in run else "")
         for seed, run in runs.items()
     ]
