@@ -126,8 +126,7 @@ def git_commit() -> str:
 
 def torch_threads() -> int:
     """The threads torch runs the stages on here (they inherit this environment): PPO's
-    figures depend on them, its update's sums being split across threads
-    (docs/reproducibility.md)."""
+    figures depend on them (docs/reproducibility.md)."""
     import torch
 
     return torch.get_num_threads()
