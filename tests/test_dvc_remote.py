@@ -158,4 +158,6 @@ def test_bad_credentials_or_endpoint_end_in_one_line(s3_server, tmp_path, rom_pa
 
     run([DVC, "remote", "default", "--unset"], root, env)
     failed = remote("push", root, env, ok=False)
+    assert failed.returncode == 1
+    assert failed.stderr.count("\n") == 1, failed.stderr
     assert "no DVC remote is configured" in failed.stderr, failed.stderr

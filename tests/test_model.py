@@ -84,8 +84,13 @@ def test_prompt_labels_are_masked_and_action_labels_are_not(tiny):
 
 def test_long_prompts_are_cut_from_the_left(tiny):
     tokenizer = tiny[0]
-    encoded = encode_example(tokenizer, "Kitchen " * 200 + "end", "north", max_prompt_tokens=16)
+    prompt = "start " + "Kitchen " * 200 + "end"
+    encoded = encode_example(tokenizer, prompt, "north", max_prompt_tokens=16)
     assert sum(label == IGNORE for label in encoded.labels) == 16
+    # the prompt's last 16 tokens stay (where the command follows), its start goes
+    kept = tokenizer.decode(encoded.input_ids[:16])
+    assert kept.rstrip().endswith("end") and "start" not in kept
+    assert encoded.input_ids[:16] == tokenizer(prompt, add_special_tokens=False)["input_ids"][-16:]
 
 
 def test_prompt_format_and_parsing(tiny):

@@ -87,11 +87,15 @@ def test_hub_profile_without_a_pinned_revision_is_refused(tmp_path, capsys):
     assert not (tmp_path / "models").exists()
 
 
-def test_hub_profile_without_a_name_is_refused(tmp_path):
+def test_hub_profile_without_a_name_is_refused(tmp_path, capsys):
     with contextlib.chdir(tmp_path):
         (tmp_path / "params.yaml").write_text("model:\n  profile: hub\n")
-        with pytest.raises(SystemExit):
+        with pytest.raises(SystemExit) as exit_:
             base.main([])
+    assert exit_.value.code != 0
+    err = capsys.readouterr().err.strip()
+    assert "model.profile is 'hub' but model.name is empty" in err and "\n" not in err
+    assert not (tmp_path / "models").exists()
     with pytest.raises(UserError):
         load_causal_lm(tmp_path / "models/base", None)
 
