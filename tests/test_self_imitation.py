@@ -13,6 +13,7 @@ from zorkppo.archive import Archive
 from zorkppo.config import ArchiveParams, RewardParams, SelfImitationParams
 from zorkppo.envs import VecGames
 from zorkppo.episodes import Episodes, Trail
+from zorkppo.game import GameState
 from zorkppo.self_imitation import BestWays
 from zorkppo.trainer import PpoRun, train_iteration
 
@@ -135,3 +136,91 @@ def test_self_imitation_on_the_real_game_raises_the_command_that_scores_on_the_b
     assert all(m["reward/score"] == 0 for m in metrics)  # PPO itself saw nothing
     assert [w.commands for w in run.best_ways.ways] == [(SCORING,)]
     assert after[SCORING] > 2 * before[SCORING] and after[SCORING] > before[SCORING] + 0.1
+
+
+def test_risk_ranks_a_way_into_danger_below_a_longer_safe_way_hand_case():
+    """Two ways to 40: into the cellar in the dark (3 turns) or with the lamp lit (4). Both
+    end cells are unseen: the shorter ranks first, as by turns. Once 3 episodes that reached
+    the dark cell died and 2 that reached the lit one lived, the dark way costs 3 / (1 - 3/4)
+    = 12 turns per safe arrival, the lit one 4: the lit way ranks first at the next offer."""
+    dark, lit = ("Cellar", 40, ("A brass lantern",)), ("Cellar", 40, ("A lit lantern",))
+    best = BestWays(keep=2, rank="risk")
+    assert best.offer(40, way("e", "w", "d"), dark)
+    assert best.offer(40, way("e", "w", "light", "d"), lit)
+    assert [w.commands[-2] for w in best.ways] == ["w", "light"]
+    for episode in range(5):  # the first three reach the dark cellar and die
+        cell, died = (dark, True) if episode < 3 else (lit, False)
+        best.observe(episode, cell, ended=False, died=False)
+        best.observe(episode, cell, ended=True, died=died)  # a cell counts once an episode
+    assert best.cells == {dark: [3, 3], lit: [2, 0]}
+    assert best.risk(dark) == 0.75 and best.risk(lit) == 0.0 and best.risk(("Attic", 0, ())) == 0
+    assert best.cost(best.ways[0]) == 3 / 0.25 and best.cost(best.ways[1]) == 4
+    assert not best.offer(10, way("e", "w"), ("Kitchen", 10, ()))  # below both, but ...
+    # ... any offer ranks the kept ways again
+    assert [w.commands for w in best.ways] == [("e", "w", "light", "d"), ("e", "w", "d")]
+    assert not best.visiting  # ended episodes are forgotten
+    by_turns = BestWays(keep=2)  # the default: counts or not, fewer turns first
+    by_turns.offer(40, way("e", "w", "light", "d"), lit)
+    by_turns.offer(40, way("e", "w", "d"), dark)
+    by_turns.cells = dict(best.cells)
+    by_turns.offer(10, way("e", "w"), ("Kitchen", 10, ()))
+    assert [len(w.samples) for w in by_turns.ways] == [3, 4]
+
+
+class TrapRoom(ToyRoom):
+    """The toy room with a lamp: `pull` scores 10 (the episode goes on), `light` lights the
+    lamp first. Pulled in the dark, the next command kills; lit, nothing happens after."""
+
+    COMMANDS = ("pull", "light", "look", "wait", "north", "sing", "jump", "listen")
+
+    def reset(self):
+        self.lit = self.pulled = False
+        return super().reset()
+
+    def step(self, command: str):
+        moves, score = self.state.moves + 1, 10 if self.pulled else 0
+        dies = self.pulled and not self.lit
+        gained = 0
+        if command == "light" and not self.pulled:
+            self.lit = True
+        elif command == "pull" and not self.pulled:
+            self.pulled, gained = True, 10
+        inventory = "A lit lantern." if self.lit else "You are empty-handed."
+        where = "Dark vault" if self.pulled and not self.lit else "Vault"
+        self.state = GameState(
+            "Eaten in the dark." if dies else "Done.",
+            self.DESCRIPTION,
+            inventory,
+            where,
+            score + gained,
+            moves,
+            gained,
+            dies,
+            False,
+            dies,
+            f"{self.lit}{self.pulled}{dies}",
+        )
+        return self.state
+
+
+def test_risk_ranking_keeps_the_lit_way_in_a_trap_room():
+    """PPO on the trap room (rewards 0, so only the ways' ranking differs between the two
+    runs): by turns the kept way is `pull` alone (one turn, then death); by risk, the run's
+    own deaths after a dark `pull` rank a way that lights the lamp first (measured: `light`,
+    `north`, `pull`)."""
+    kept = {}
+    for rank in ("turns", "risk"):
+        cfg = ppo_settings(
+            action_mode="constrained",
+            num_envs=8,
+            rewards=NO_REWARD,
+            self_imitation=SelfImitationParams(coef=1.0, keep=1, batch=8, rank=rank),
+        )
+        games = VecGames(TrapRoom, cfg.num_envs, processes=False)
+        _, run, _ = run_iterations(tiny_policy(commands=TrapRoom.COMMANDS), cfg, 3, games=games)
+        kept[rank] = run.best_ways.ways[0].commands
+        if rank == "risk":
+            dark = ("Dark vault", 10, ("You are empty-handed.",))
+            assert run.best_ways.risk(dark) > 0.5, run.best_ways.cells
+    assert kept["turns"] == ("pull",)
+    assert kept["risk"][-1] == "pull" and "light" in kept["risk"], kept

@@ -208,6 +208,9 @@ class SelfImitationParams(Section):
     coef: float = Field(0.0, ge=0)
     keep: int = Field(4, ge=1)  # the best ways kept (highest score, then fewest turns)
     batch: int = Field(8, ge=1)  # their turns replayed per minibatch
+    # ways of one score by fewest turns, or by turns / (1 - the risk of where they end: the
+    # share of the run's episodes there that then died)
+    rank: Literal["turns", "risk"] = "turns"
 
 
 class CurveParams(Section):

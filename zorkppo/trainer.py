@@ -24,7 +24,7 @@ from zorkppo.model import recompute_layer_activations
 from zorkppo.modes import ActionMode, Sample, action_mode
 from zorkppo.policy import Policy
 from zorkppo.rewards import TERMS, reward_terms
-from zorkppo.self_imitation import BestWays
+from zorkppo.self_imitation import BestWays, cell_of
 
 if TYPE_CHECKING:  # the PPO update imports without the game engine (bench/gpu.py on a GPU host)
     from zorkppo.config import PpoParams
@@ -71,7 +71,11 @@ class PpoRun:
                 if cfg.archive.share > 0 or cfg.archive.frontier_explore > 0
                 else None
             ),
-            best_ways=(BestWays(cfg.self_imitation.keep) if cfg.self_imitation.coef > 0 else None),
+            best_ways=(
+                BestWays(cfg.self_imitation.keep, cfg.self_imitation.rank)
+                if cfg.self_imitation.coef > 0
+                else None
+            ),
         )
 
     def state_dict(self) -> dict:
@@ -150,11 +154,14 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
                 }
             )
         if run.best_ways is not None:  # each game's way from the start, offered as it scores
-            for step, sample in zip(steps, turn, strict=True):
+            for step, sample, record in zip(steps, turn, turn_records, strict=True):
                 trail = episodes.current[step.game].trail
                 trail.append(sample)
+                end = cell_of(step.after)
                 if step.after.score > step.before.score:
-                    run.best_ways.offer(step.after.score, trail)
+                    run.best_ways.offer(step.after.score, trail, end)
+                if run.best_ways.rank == "risk":  # where episodes die, counted
+                    run.best_ways.observe(step.episode, end, record["done"], step.after.died)
         ended = [i for i, r in enumerate(turn_records) if r["done"]]
         finished += [steps[i].after.score for i in ended]
         # A game cut at max_steps has not ended: GAE needs the value of where it was cut,
