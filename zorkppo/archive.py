@@ -52,6 +52,12 @@ def carried(inventory: str) -> tuple[str, ...]:
     return tuple(sorted(line.strip() for line in inventory.splitlines() if line.strip()))
 
 
+def cell_of(state: GameState) -> tuple:
+    """The cell of a state with what is carried: (room, score, `carried` lines); a lit lamp
+    shows there ("providing light")."""
+    return (state.location, state.score, carried(state.inventory))
+
+
 class Archive:
     def __init__(self, inventory: bool = False):
         self.inventory = inventory  # what the player carries is part of the cell
@@ -60,9 +66,7 @@ class Archive:
 
     def key(self, state: GameState) -> tuple:
         """The cell a state falls in: (room, score), and what is carried with `inventory`."""
-        if self.inventory:
-            return (state.location, state.score, carried(state.inventory))
-        return (state.location, state.score)
+        return cell_of(state) if self.inventory else (state.location, state.score)
 
     def record(self, episodes: Episodes, steps: list[Step], max_steps: int) -> int:
         """Archive each state these steps reached that opens a cell, or reaches a known cell

@@ -25,23 +25,17 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from zorkppo.archive import carried
 from zorkppo.modes import Sample
 
 RANKS = ("turns", "risk")
 MIN_SURVIVAL = 0.05  # a cell where every episode died still ranks its ways by turns
 
 
-def cell_of(state) -> tuple:
-    """The cell a state falls in: room, score and what is carried (a lit lamp included)."""
-    return (state.location, state.score, carried(state.inventory))
-
-
 @dataclass(frozen=True, eq=False)  # told apart by identity (`offer`), not by tensors
 class Way:
     score: int  # the score its last turn reached
     samples: tuple[Sample, ...]  # every turn from the game's start to that one
-    end: tuple = ()  # the cell its last turn reached (`cell_of`)
+    end: tuple = ()  # the cell its last turn reached (`zorkppo.archive.cell_of`)
 
     @property
     def commands(self) -> tuple[str, ...]:

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from zorkppo import ppo
-from zorkppo.archive import Archive, act_or_explore
+from zorkppo.archive import Archive, act_or_explore, cell_of
 from zorkppo.distributed import ONE_PROCESS, Replicas
 from zorkppo.episodes import Episodes
 from zorkppo.model import recompute_layer_activations
 from zorkppo.modes import ActionMode, Sample, action_mode
 from zorkppo.policy import Policy
 from zorkppo.rewards import TERMS, reward_terms
-from zorkppo.self_imitation import BestWays, cell_of
+from zorkppo.self_imitation import BestWays
 
 if TYPE_CHECKING:  # the PPO update imports without the game engine (bench/gpu.py on a GPU host)
     from zorkppo.config import PpoParams
@@ -157,10 +157,12 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
             for step, sample, record in zip(steps, turn, turn_records, strict=True):
                 trail = episodes.current[step.game].trail
                 trail.append(sample)
-                end = cell_of(step.after)
-                if step.after.score > step.before.score:
+                counting = run.best_ways.rank == "risk"  # where episodes die, counted
+                scored = step.after.score > step.before.score
+                end = cell_of(step.after) if scored or counting else ()
+                if scored:
                     run.best_ways.offer(step.after.score, trail, end)
-                if run.best_ways.rank == "risk":  # where episodes die, counted
+                if counting:
                     run.best_ways.observe(step.episode, end, record["done"], step.after.died)
         ended = [i for i, r in enumerate(turn_records) if r["done"]]
         finished += [steps[i].after.score for i in ended]
