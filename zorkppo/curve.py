@@ -37,21 +37,29 @@ def due(iteration: int, every: int, iterations: int) -> bool:
     return every > 0 and (iteration % every == 0 or iteration == iterations)
 
 
+def curve_episodes(policy, games, cfg, history_turns: int, seed: int) -> dict[str, list[dict]]:
+    """The rows (evaluate's table) of 1 greedy and `cfg.curve.episodes` sampled episodes
+    played by the current policy, chosen as the evaluate stage chooses (`policy_chooser`)."""
+
+    def rows(generator, episodes: int) -> list[dict]:
+        choose = policy_chooser(policy, cfg.action_mode, cfg.max_candidates, generator, seed)
+        return play("ppo", games, choose, episodes, cfg.curve.max_steps, history_turns)
+
+    greedy = rows(None, 1)
+    trained_temperature, policy.temperature = policy.temperature, cfg.curve.temperature
+    try:
+        sampled = rows(torch.Generator().manual_seed(seed), cfg.curve.episodes)
+    finally:
+        policy.temperature = trained_temperature
+    return {"greedy": greedy, "sample": sampled}
+
+
 def curve_point(
     policy, games, cfg, history_turns: int, seed: int, iteration: int, episode_scores: list[int]
 ) -> dict:
     """Play 1 greedy and `cfg.curve.episodes` sampled episodes with the current policy."""
-
-    def score(generator, episodes: int) -> dict:
-        choose = policy_chooser(policy, cfg.action_mode, cfg.max_candidates, generator, seed)
-        return summarize(play("ppo", games, choose, episodes, cfg.curve.max_steps, history_turns))
-
-    greedy = score(None, 1)
-    trained_temperature, policy.temperature = policy.temperature, cfg.curve.temperature
-    try:
-        sampled = score(torch.Generator().manual_seed(seed), cfg.curve.episodes)
-    finally:
-        policy.temperature = trained_temperature
+    played = curve_episodes(policy, games, cfg, history_turns, seed)
+    greedy, sampled = summarize(played["greedy"]), summarize(played["sample"])
     return {
         "iteration": iteration,
         "env_steps": iteration * cfg.num_envs * cfg.rollout_turns,
