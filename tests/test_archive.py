@@ -101,3 +101,20 @@ def test_with_inventory_a_cell_is_also_what_the_player_carries(zork):
     assert carried("You are carrying:\n  A leaflet\n  A lamp") == carried(
         "You are carrying:\n  A lamp\n  A leaflet"
     )
+
+
+def test_what_happens_in_the_inventory_turn_is_not_carried():
+    """`inventory` takes a game turn, and its reply tells what happened in it: those lines are
+    not things carried (they split one place into many cells before). Replies as the engine
+    writes them; what a thing contains is carried too."""
+    lamp = "You are carrying:\n  A sword\n  A brass lantern (providing light)"
+    assert carried(lamp) == ("A brass lantern (providing light)", "A sword")
+    assert carried(lamp + "\nThe axe gets you right in the side. Ouch!") == carried(lamp)
+    assert (
+        carried("You are empty-handed.\nYou hear in the distance the chirping of a song bird.")
+        == ()
+    )
+    assert carried("You are empty-handed.") == ()
+    assert carried(
+        "You are carrying:\n  A bird's nest\n  The bird's nest contains:\n    A jewel-encrusted egg"
+    ) == ("A bird's nest", "A jewel-encrusted egg", "The bird's nest contains:")

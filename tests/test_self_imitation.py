@@ -185,7 +185,7 @@ class TrapRoom(ToyRoom):
             self.lit = True
         elif command == "pull" and not self.pulled:
             self.pulled, gained = True, 10
-        inventory = "A lit lantern." if self.lit else "You are empty-handed."
+        inventory = "You are carrying:\n  A lit lantern" if self.lit else "You are empty-handed."
         where = "Dark vault" if self.pulled and not self.lit else "Vault"
         self.state = GameState(
             "Eaten in the dark." if dies else "Done.",
@@ -220,7 +220,7 @@ def test_risk_ranking_keeps_the_lit_way_in_a_trap_room():
         _, run, _ = run_iterations(tiny_policy(commands=TrapRoom.COMMANDS), cfg, 3, games=games)
         kept[rank] = run.best_ways.ways[0].commands
         if rank == "risk":
-            dark = ("Dark vault", 10, ("You are empty-handed.",))
+            dark = ("Dark vault", 10, ())  # empty-handed
             assert run.best_ways.risk(dark) > 0.5, run.best_ways.cells
     assert kept["turns"] == ("pull",)
     assert kept["risk"][-1] == "pull" and "light" in kept["risk"], kept

@@ -3,8 +3,8 @@ from which some rollout games restart instead of starting the game over.
 
 States are grouped into cells by room and score, Go-Explore's coarse view: two states in the
 same room with the same score are one place to return to. With `inventory`, what the player
-carries is part of the cell too (the `inventory` text's lines as a set: the order things were
-taken in does not count), so the cellar entered with a lit lamp and the cellar entered in the
+carries is part of the cell too (the things the `inventory` reply lists, as a set: the order
+things were taken in does not count, nor what else happened in that turn), so the cellar entered with a lit lamp and the cellar entered in the
 dark are two places; without it the cell is the same whatever was carried. A cell keeps
 the first, shortest way in that a rollout found: the game's save there (Jericho restores it
 exactly) and the episode as it stood (recent turns, visits, steps), so a game restarted
@@ -48,8 +48,12 @@ class Cell:
 
 
 def carried(inventory: str) -> tuple[str, ...]:
-    """The inventory text's lines, stripped and sorted: one value for the same things carried."""
-    return tuple(sorted(line.strip() for line in inventory.splitlines() if line.strip()))
+    """The things the inventory reply lists (its indented lines: what is carried, and what
+    that contains), stripped and sorted: one value for the same things carried. Its other
+    lines say what happened in the turn the `inventory` command took (the thief's blow, a
+    song bird) and are not carried; empty-handed is ()."""
+    items = (line.strip() for line in inventory.splitlines() if line[:1].isspace())
+    return tuple(sorted(item for item in items if item))
 
 
 def cell_of(state: GameState) -> tuple:
