@@ -4,8 +4,9 @@ from which some rollout games restart instead of starting the game over.
 States are grouped into cells by room and score, Go-Explore's coarse view: two states in the
 same room with the same score are one place to return to. With `inventory`, what the player
 carries is part of the cell too (the things the `inventory` reply lists, as a set: the order
-things were taken in does not count, nor what else happened in that turn), so the cellar entered with a lit lamp and the cellar entered in the
-dark are two places; without it the cell is the same whatever was carried. A cell keeps
+things were taken in does not count, nor what else happened in that turn), so the cellar
+entered with a lit lamp and the cellar entered in the dark are two places; without it the
+cell is the same whatever was carried. A cell keeps
 the first, shortest way in that a rollout found: the game's save there (Jericho restores it
 exactly) and the episode as it stood (recent turns, visits, steps), so a game restarted
 there goes on as the game that reached it would have. Which cell a restart returns to is
