@@ -6,13 +6,13 @@ same room with the same score are one place to return to. With `inventory`, what
 carries is part of the cell too (the things the `inventory` reply lists, as a set: the order
 things were taken in does not count, nor what else happened in that turn), so the cellar
 entered with a lit lamp and the cellar entered in the dark are two places; without it the
-cell is the same whatever was carried. A cell keeps
-the first, shortest way in that a rollout found: the game's save there (Jericho restores it
-exactly) and the episode as it stood (recent turns, visits, steps), so a game restarted
-there goes on as the game that reached it would have. Which cell a restart returns to is
-drawn with weight (1 + rank of its score among the archive's scores) / sqrt(1 + times
-chosen): the frontier (the highest scores reached) most, a cell chosen often less and less.
-With `frontier_explore`, the archive also counts the commands typed in each cell, and a turn
+cell is the same whatever was carried. A cell keeps the first, shortest way in that a
+rollout found: the game's save there (Jericho restores it exactly) and the episode as it
+stood (recent turns, visits, steps), so a game restarted there goes on as the game that
+reached it would have. Which cell a restart returns to is drawn with weight (1 + rank of
+its score among the archive's scores) / sqrt(1 + times chosen): the frontier (the highest
+scores reached) most, a cell chosen often less and less. With `frontier_explore`, the
+archive also counts the commands typed in each cell, and a turn
 in a cell at the frontier (the highest score the run's games have reached) is, with that
 probability, the cell's least-typed valid command instead of the policy's draw: count-based
 exploration where the run stands furthest (`act_or_explore`). A policy that has settled on

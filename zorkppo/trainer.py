@@ -154,10 +154,10 @@ def play_turns(run: PpoRun, episodes: Episodes) -> tuple[list, list, list[int]]:
                 }
             )
         if run.best_ways is not None:  # each game's way from the start, offered as it scores
+            counting = run.best_ways.rank == "risk"  # where episodes die, counted
             for step, sample, record in zip(steps, turn, turn_records, strict=True):
                 trail = episodes.current[step.game].trail
                 trail.append(sample)
-                counting = run.best_ways.rank == "risk"  # where episodes die, counted
                 scored = step.after.score > step.before.score
                 end = cell_of(step.after) if scored or counting else ()
                 if scored:
