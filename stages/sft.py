@@ -18,7 +18,7 @@ from zorkppo.checkpoint import clear, fingerprint, keep_only_resumable
 from zorkppo.config import params_from_cli
 from zorkppo.distributed import close_replicas, init_replicas
 from zorkppo.errors import UserError, exit_on_user_error
-from zorkppo.examples import best_episodes, build_examples, heldout_examples, split_episodes
+from zorkppo.examples import build_examples, heldout_examples, imitated_rows, split_episodes
 from zorkppo.io import write_json
 from zorkppo.model import (
     load_causal_lm,
@@ -49,13 +49,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     tokenizer = load_tokenizer(paths.BASE_MODEL)
     imitated = [source for source in sft.sources if source in sft.imitate]
-    train_df = df[df.episode_id.isin(train_ids) & df.source.isin(imitated)]
-    train_df = train_df[train_df.episode_id.isin(best_episodes(train_df, sft.imitate_best))]
+    train_df = imitated_rows(df, sft, train_ids)
     if train_df.empty:
         raise UserError(
             f"the SFT training set is empty: no training episodes from sources {imitated} "
             f"(sft.sources {sft.sources} and sft.imitate {sft.imitate}); add sources to both "
             "or episodes to collect.episodes"
+            + (
+                " (sft.imitate_until last_gain keeps nothing of an episode that never scored)"
+                if sft.imitate_until == "last_gain"
+                else ""
+            )
         )
     train = build_examples(train_df, tokenizer, prompt.history_turns)
     heldout = heldout_examples(df, params.split, params.seed, tokenizer, prompt.history_turns)

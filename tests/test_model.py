@@ -9,7 +9,13 @@ from peft import PeftModel
 
 from zorkppo.config import LoraParams, SftParams
 from zorkppo.errors import UserError
-from zorkppo.examples import Example, best_episodes, split_episodes
+from zorkppo.examples import (
+    Example,
+    best_episodes,
+    imitated_rows,
+    split_episodes,
+    until_last_gain,
+)
 from zorkppo.lm import IGNORE, collate, completion_loss, encode_example
 from zorkppo.model import _source as model_source
 from zorkppo.model import (
@@ -147,6 +153,43 @@ def test_best_episodes_ranks_each_source_by_final_score():
     assert best_episodes(df, 0.5) == {"explorer-b", "explorer-d", "random-b"}
     # at least one episode per source
     assert best_episodes(df, 0.01) == {"explorer-b", "random-b"}
+
+
+def test_imitation_stops_at_each_episodes_last_scoring_turn():
+    # (episode, source, [reward at each step]): explorer-a scores at steps 1 and 3, then puts
+    # things down; explorer-b never scores; explorer-c dies (-10) after its last points;
+    # walkthrough-a is not imitated here
+    episodes = [
+        ("explorer-a", "explorer", [0, 5, 0, 10, 0, 0]),
+        ("explorer-b", "explorer", [0, 0, 0]),
+        ("explorer-c", "explorer", [25, 0, -10]),
+        ("walkthrough-a", "walkthrough", [5, 5]),
+    ]
+    rows = pd.DataFrame(
+        [
+            {"episode_id": e, "source": s, "step": step, "reward": r, "score": sum(rs[: step + 1])}
+            for e, s, rs in episodes
+            for step, r in enumerate(rs)
+        ]
+    ).sample(frac=1, random_state=0)
+    steps = lambda df: {e: sorted(g.step) for e, g in df.groupby("episode_id")}  # noqa: E731
+    assert steps(until_last_gain(rows)) == {
+        "explorer-a": [0, 1, 2, 3],
+        "explorer-c": [0],
+        "walkthrough-a": [0, 1],
+    }
+    sft = SftParams(sources=["explorer", "walkthrough"], imitate=["explorer"])
+    train_ids = {"explorer-a", "explorer-b", "explorer-c", "walkthrough-a"}
+    assert steps(imitated_rows(rows, sft, train_ids)) == {
+        "explorer-a": [0, 1, 2, 3, 4, 5],
+        "explorer-b": [0, 1, 2],
+        "explorer-c": [0, 1, 2],
+    }
+    last_gain = sft.model_copy(update={"imitate_until": "last_gain", "imitate_best": 0.5})
+    # the better half of a (15 points) and b (none), then cut at its last gain
+    assert steps(imitated_rows(rows, last_gain, train_ids - {"explorer-c"})) == {
+        "explorer-a": [0, 1, 2, 3]
+    }
 
 
 def heldout_loss(model, tokenizer, examples):

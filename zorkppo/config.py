@@ -146,6 +146,10 @@ class SftParams(Section):
     # first (1: all). The explorer chases novelty, so its episodes disagree in the same state
     # and imitating them all teaches no route (docs/journal/2026-11-29-sft-imitate-best.md).
     imitate_best: float = Field(1.0, gt=0, le=1)
+    # how much of each imitated episode: all of it (`end`), or up to its last scoring turn
+    # (`last_gain`): the explorer's turns after its last points are its novelty search, and in
+    # the dark cellar that is `put down all` / `take it` (docs/journal/2026-12-07-risk-ranked-ways.md)
+    imitate_until: Literal["end", "last_gain"] = "end"
     epochs: int = Field(18, ge=1)  # at most; see check_every
     batch_size: int = Field(8, ge=1)
     learning_rate: float = Field(3e-3, gt=0)  # peak: linear warm-up, then cosine decay to 0

@@ -51,6 +51,22 @@ def best_episodes(df: pd.DataFrame, fraction: float) -> set[str]:
     return best
 
 
+def until_last_gain(df: pd.DataFrame) -> pd.DataFrame:
+    """Each episode's rows up to and including its last scoring turn (reward > 0); the turns
+    after it scored nothing more. An episode that never scored keeps no rows."""
+    last_gain = df[df.reward > 0].groupby("episode_id").step.max()
+    return df[df.step <= df.episode_id.map(last_gain)]  # no gain: NaN, compares False
+
+
+def imitated_rows(df: pd.DataFrame, sft, train_ids: set[str]) -> pd.DataFrame:
+    """The training rows SFT imitates: the imitated sources' training episodes, the best
+    `sft.imitate_best` of them per source, each up to `sft.imitate_until`."""
+    imitated = [source for source in sft.sources if source in sft.imitate]
+    rows = df[df.episode_id.isin(train_ids) & df.source.isin(imitated)]
+    rows = rows[rows.episode_id.isin(best_episodes(rows, sft.imitate_best))]
+    return until_last_gain(rows) if sft.imitate_until == "last_gain" else rows
+
+
 def build_examples(df: pd.DataFrame, tokenizer, history_turns: int) -> list[Example]:
     examples = []
     for episode_id, episode in df.groupby("episode_id", sort=True):
