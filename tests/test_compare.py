@@ -59,6 +59,7 @@ def test_episode_figures_count_the_agents_sampled_episodes():
         "of them to the grue": "1 / 2",
         "lit the lamp": "1 / 2",
         "typed `put down all`": "1 / 2",
+        "turns of `put down all`": "1 / 5",
         "scored above 40": "1 / 2",
     }
     assert episode_figures(pd.DataFrame(ROWS), "ppo", above=44)["scored above 44"] == "0 / 2"

@@ -7,7 +7,8 @@ Each argument is a project workspace where `dvc repro evaluate` ran. From it:
 - reports/eval/metrics.json: the agent's greedy and sampled final score on the evaluation's
   game seed and on each unseen game seed, and the unseen seeds' sampled mean;
 - reports/eval/episodes.parquet, the agent's sampled episodes on every game seed: how many
-  died, died to the grue, lit the lamp, typed `put down all`, and scored above `--above`;
+  died, died to the grue, lit the lamp, typed `put down all` (and in how many turns), and
+  scored above `--above`;
 - data/rollouts/, when there: PPO's training episodes ended, of them died, and the turns
   that stood above `--above`.
 Printed as one markdown table, a column per run. The grue, the lamp and `put down all` are
@@ -67,6 +68,7 @@ def episode_figures(rows: pd.DataFrame, agent: str, above: int) -> dict[str, str
         "of them to the grue": share(sum(bool(r.died) and "grue" in r.reply.lower() for r in last)),
         "lit the lamp": share(sum(g.action.str.contains(LAMP_ON).any() for g in episodes)),
         "typed `put down all`": share(sum(g.action.isin(DROP_ALL).any() for g in episodes)),
+        "turns of `put down all`": f"{int(ours.action.isin(DROP_ALL).sum())} / {len(ours)}",
         f"scored above {above}": share(sum(int(g.score.max()) > above for g in episodes)),
     }
 
