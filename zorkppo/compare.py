@@ -117,7 +117,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--agent", default="ppo", help="the evaluated agent to read")
     parser.add_argument("--above", type=int, default=40, help="count scores above this")
     args = parser.parse_args(argv)
-    columns = {ws.name: run_figures(ws, args.agent, args.above) for ws in args.workspaces}
+    names = [ws.name for ws in args.workspaces]
+    columns = {
+        (ws.name if names.count(ws.name) == 1 else str(ws)): run_figures(ws, args.agent, args.above)
+        for ws in args.workspaces
+    }
     print(markdown_table(columns))
 
 
