@@ -18,7 +18,13 @@ from zorkppo.checkpoint import clear, fingerprint, keep_only_resumable
 from zorkppo.config import params_from_cli
 from zorkppo.distributed import close_replicas, init_replicas
 from zorkppo.errors import UserError, exit_on_user_error
-from zorkppo.examples import build_examples, heldout_examples, imitated_rows, split_episodes
+from zorkppo.examples import (
+    build_examples,
+    heldout_examples,
+    imitated_rows,
+    imitated_sources,
+    split_episodes,
+)
 from zorkppo.io import write_json
 from zorkppo.model import (
     load_causal_lm,
@@ -48,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         df.episode_id, params.split.heldout_fraction, params.seed
     )
     tokenizer = load_tokenizer(paths.BASE_MODEL)
-    imitated = [source for source in sft.sources if source in sft.imitate]
+    imitated = imitated_sources(sft)
     train_df = imitated_rows(df, sft, train_ids)
     if train_df.empty:
         raise UserError(

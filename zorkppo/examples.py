@@ -58,11 +58,15 @@ def until_last_gain(df: pd.DataFrame) -> pd.DataFrame:
     return df[df.step <= df.episode_id.map(last_gain)]  # no gain: NaN, compares False
 
 
+def imitated_sources(sft) -> list[str]:
+    """The sources whose commands SFT imitates: `sft.imitate` among `sft.sources`."""
+    return [source for source in sft.sources if source in sft.imitate]
+
+
 def imitated_rows(df: pd.DataFrame, sft, train_ids: set[str]) -> pd.DataFrame:
     """The training rows SFT imitates: the imitated sources' training episodes, the best
     `sft.imitate_best` of them per source, each up to `sft.imitate_until`."""
-    imitated = [source for source in sft.sources if source in sft.imitate]
-    rows = df[df.episode_id.isin(train_ids) & df.source.isin(imitated)]
+    rows = df[df.episode_id.isin(train_ids) & df.source.isin(imitated_sources(sft))]
     rows = rows[rows.episode_id.isin(best_episodes(rows, sft.imitate_best))]
     return until_last_gain(rows) if sft.imitate_until == "last_gain" else rows
 
