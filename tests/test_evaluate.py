@@ -224,6 +224,8 @@ def test_an_experiment_renders_its_own_section_and_leaves_the_default_table(tmp_
     fake_dvc.write_text(
         f"#!{sys.executable}\n"
         "import pathlib\n"
+        "print(\"Running stage 'ppo':\")\n"
+        "print(\"Running stage 'evaluate':\")\n"
         "eval_dir = pathlib.Path('reports/eval'); eval_dir.mkdir(parents=True)\n"
         f"eval_dir.joinpath('metrics.json').write_text({json.dumps(json.dumps(sample_metrics()))})\n"
         "for name in ('reports/eval/scores.png', 'reports/ppo/learning_curve.png'):\n"
@@ -240,6 +242,7 @@ def test_an_experiment_renders_its_own_section_and_leaves_the_default_table(tmp_
     assert (tmp_path / "reports/x/seed-0/metrics.json").is_file()
     run = json.loads((tmp_path / "reports/x/seed-0/run.json").read_text())
     assert run["torch_threads"] == torch.get_num_threads()
+    assert set(run["stage_seconds"]) == {"ppo", "evaluate"}  # from the lines dvc printed
 
 
 def test_unseen_game_seeds_table_hand_values():

@@ -5,7 +5,13 @@ import yaml
 from conftest import ROOT
 
 from zorkppo.errors import UserError
-from zorkppo.experiment import dvc_flags, load_experiment, only_seeds, with_overrides
+from zorkppo.experiment import (
+    dvc_flags,
+    load_experiment,
+    only_seeds,
+    stage_seconds,
+    with_overrides,
+)
 
 
 def test_every_shipped_experiment_is_valid_params():
@@ -44,3 +50,19 @@ def test_a_typo_in_an_experiment_stops_before_it_runs(tmp_path):
     path.write_text(yaml.safe_dump({"params": {}}))
     with pytest.raises(UserError, match="needs `name`"):
         load_experiment(path, ROOT / "params.yaml")
+
+
+def test_stage_seconds_run_from_one_stage_line_to_the_next():
+    """Hand times: rom starts at 10, collect at 12.4 (rom 2 s), ppo at 20 (collect 8 s,
+    rounded from 7.6), the run ends at 50.6 (ppo 31 s); other lines and an up-to-date stage
+    (no "Running stage" line) add nothing."""
+    lines = [
+        (9.0, "Stage 'base' didn't change, skipping\n"),
+        (10.0, "Running stage 'rom':\n"),
+        (11.0, "> python -m stages.rom\n"),
+        (12.4, "Running stage 'collect':\n"),
+        (20.0, "Running stage 'ppo':\n"),
+        (21.0, "ppo: iteration 1/6\n"),
+    ]
+    assert stage_seconds(lines, ended=50.6) == {"rom": 2, "collect": 8, "ppo": 31}
+    assert stage_seconds([], ended=5.0) == {}

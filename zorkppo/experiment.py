@@ -9,17 +9,20 @@ and optionally `seeds`: the run seeds (`seed`) it is run with, one DVC experimen
 overrides are checked against the typed params before anything runs, so a typo fails at
 once. Each run is `dvc exp run -n NAME-seed-N -S key=value ...` in the workspace; its results
 (metrics, learning curve, charts, the params it ran with, and run.json: commit, seconds,
-command) are then copied into reports/NAME/seed-N/, and README's `results:NAME` section is
-rendered from every seed there (zorkppo.results_table).
+each stage's seconds, command) are then copied into reports/NAME/seed-N/, and README's
+`results:NAME` section is rendered from every seed there (zorkppo.results_table).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import shlex
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -133,8 +136,8 @@ def torch_threads() -> int:
 
 
 def snapshot(target: Path, run: dict) -> None:
-    """The workspace's last run into `target`, with run.json (commit, seconds, command,
-    torch threads)."""
+    """The workspace's last run into `target`, with run.json (commit, seconds, stage seconds,
+    command, torch threads)."""
     missing = [str(p) for p in SNAPSHOT_FILES if not p.is_file()]
     if missing:
         raise UserError(f"no run to snapshot: {', '.join(missing)} missing (run the experiment)")
@@ -146,6 +149,31 @@ def snapshot(target: Path, run: dict) -> None:
     (target / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
 
 
+STAGE_LINE = re.compile(r"^Running stage '([^']+)':")
+
+
+def stage_seconds(lines: list[tuple[float, str]], ended: float) -> dict[str, int]:
+    """Each stage's wall seconds from dvc's output lines, each with the time it was read: a
+    stage runs from its "Running stage 'NAME':" line to the next stage's, the last one to
+    `ended`. A stage dvc found up to date prints no such line and is not listed."""
+    starts = [(t, match[1]) for t, line in lines if (match := STAGE_LINE.match(line))]
+    bounds = [t for t, _ in starts] + [ended]
+    return {name: round(bounds[i + 1] - t) for i, (t, name) in enumerate(starts)}
+
+
+def run_dvc(command: list[str]) -> tuple[int, dict[str, int]]:
+    """`command` run with its output passed through as it comes; its exit status and the
+    wall seconds of each stage it ran (stage_seconds)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # the stages' lines when they happen
+    lines = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
+        for line in process.stdout:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            lines.append((time.perf_counter(), line))
+    return process.returncode, stage_seconds(lines, time.perf_counter())
+
+
 def run_experiment(experiment: Experiment, dvc: str = "dvc") -> None:
     from zorkppo.results_table import update_readme
 
@@ -154,12 +182,14 @@ def run_experiment(experiment: Experiment, dvc: str = "dvc") -> None:
         command = [dvc, "exp", "run", "-n", f"{experiment.name}-seed-{seed}", *flags]
         print("experiment:", shlex.join(command), flush=True)
         commit, started = git_commit(), time.perf_counter()
-        if subprocess.run(command).returncode != 0:
+        returncode, stages = run_dvc(command)
+        if returncode != 0:
             raise UserError(
                 f"experiment {experiment.name} (seed {seed}) failed: see dvc's output above"
             )
         run = {"commit": commit, "seconds": round(time.perf_counter() - started),
-               "command": shlex.join(command[1:]), "torch_threads": torch_threads()}  # fmt: skip
+               "command": shlex.join(command[1:]), "torch_threads": torch_threads(),
+               "stage_seconds": stages}  # fmt: skip
         snapshot(paths.REPORTS / experiment.name / f"seed-{seed}", run)
         # its own section only: the workspace's reports/eval now hold this experiment's
         # run, not the default pipeline's that README's `results` section shows
